@@ -1,0 +1,1 @@
+"""The development server: serves the demo and simulates a bursty AI server (see serve.py)."""

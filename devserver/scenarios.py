@@ -1,0 +1,191 @@
+"""Seeded, deterministic scenarios of the simulated AI server (chosen by ``/ws?scenario=``).
+
+Each scenario is a coroutine ``(session, params) -> None``. Given the same parameters and
+``seed`` it sends the same frames (timing aside). Parameters come from the query string; every
+one has a default and a documented range (docs/PROTOCOL.md, "Dev server scenarios").
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import math
+import random
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .session import Session
+
+VOICE_RATE = 24_000
+FRAME_MS = 20
+
+_WORDS = (
+    "the model streams tokens in bursts while the page keeps up and every buffer stays bounded "
+    "audio frames arrive as pcm sixteen at twenty four kilohertz and the worklet plays them "
+    "backpressure reaches tcp so a slow consumer stalls the server instead of the page "
+    "café naïve résumé über straße 東京 🙂 ✓ ≤ 1 MB"
+).split()
+
+
+class ParamError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Params:
+    raw: dict[str, str]
+
+    def num(self, name: str, default: float, lo: float, hi: float, cast: type = float) -> Any:
+        text = self.raw.get(name)
+        if text is None:
+            return cast(default)
+        try:
+            value = cast(float(text)) if cast is int else cast(text)
+        except ValueError as exc:
+            raise ParamError(f"{name}={text!r} is not a number") from exc
+        if not lo <= value <= hi:
+            raise ParamError(f"{name}={value} outside {lo}..{hi}")
+        return value
+
+    def rng(self) -> random.Random:
+        return random.Random(self.num("seed", 1, 0, 2**31, int))
+
+
+def _tokens(rng: random.Random, n: int) -> list[str]:
+    return [(" " if i else "") + rng.choice(_WORDS) for i in range(n)]
+
+
+def _calc_expect(a: int, b: int) -> Callable[[Any], bool]:
+    def check(frame: Any) -> bool:
+        return frame.ok and isinstance(frame.result, (int, float)) and abs(frame.result - a * b) < 1e-9
+
+    return check
+
+
+def _is_string_result(frame: Any) -> bool:
+    return frame.ok and isinstance(frame.result, str) and bool(frame.result)
+
+
+async def _send_split_utf8(s: Session, token: str) -> None:
+    """Send a token in two frames split inside a multi-byte character."""
+    raw = token.encode()
+    cut = next((i for i in range(1, len(raw)) if raw[i] & 0xC0 == 0x80), len(raw) // 2)
+    await s.text(raw[:cut])
+    await s.text(raw[cut:])
+
+
+async def chat(s: Session, p: Params) -> None:
+    """Bursty token text: ~``tokens`` tokens over ~``burst`` s, then ``pause`` s, ``turns`` times.
+
+    Each turn streams one tool call mid-text (a calculator, then a clock, alternating) and one
+    token split inside a UTF-8 character. ``badtool=1`` adds a call to a tool nobody has.
+    """
+    rng = p.rng()
+    turns = p.num("turns", 3, 1, 1000, int)
+    n = p.num("tokens", 200, 1, 100_000, int)
+    burst = p.num("burst", 1.0, 0.0, 60.0)
+    pause = p.num("pause", 3.0, 0.0, 600.0)
+    badtool = p.num("badtool", 0, 0, 1, int)
+    for turn in range(turns):
+        tokens = _tokens(rng, n)
+        if turn:
+            tokens[0] = "\n\n" + tokens[0]
+        tool_at, split_at = n // 2, n // 3
+        i = 0
+        while i < n:
+            size = rng.randint(5, 25)
+            for j in range(i, min(n, i + size)):
+                if j == split_at:
+                    await _send_split_utf8(s, tokens[j] + " 🙂")
+                else:
+                    await s.text(tokens[j])
+                if j == tool_at:
+                    if turn % 2 == 0:
+                        a, b = rng.randint(2, 999), rng.randint(2, 999)
+                        await s.tool_call("calculator", {"expression": f"{a} * {b}"}, _calc_expect(a, b))
+                    else:
+                        await s.tool_call("clock", {}, _is_string_result)
+                    if badtool:
+                        await s.tool_call("launch_rockets", {"count": 3})
+            i += size
+            if burst:
+                await asyncio.sleep(burst * size / n)
+        await s.control("end_of_turn", turn=turn)
+        if turn < turns - 1 and pause:
+            await asyncio.sleep(pause)
+
+
+def _synth_frame(rng: random.Random, start: int, count: int, rate: int, pitch: float) -> bytes:
+    """Voice-like test signal: a pitched tone with two harmonics, tremolo and a little noise."""
+    out = array.array("h", bytes(2 * count))
+    two_pi = 2 * math.pi
+    for k in range(count):
+        t = (start + k) / rate
+        env = 0.55 + 0.45 * math.sin(two_pi * 3.0 * t)
+        v = math.sin(two_pi * pitch * t) + 0.4 * math.sin(two_pi * 2 * pitch * t) + 0.2 * math.sin(two_pi * 3 * pitch * t)
+        out[k] = int(max(-32767, min(32767, 9000 * env * v + rng.uniform(-300, 300))))
+    if sys.byteorder == "big":
+        out.byteswap()
+    return out.tobytes()
+
+
+async def voice(s: Session, p: Params) -> None:
+    """``seconds`` of 24 kHz mono PCM16 in 20 ms frames at real time, its transcript, a tool call.
+
+    ``jitter`` (ms) delays each frame by a random amount up to that much (bursty network), while
+    the average rate stays real time. ``rate`` changes the sample rate.
+    """
+    rng = p.rng()
+    seconds = p.num("seconds", 4.0, 0.02, 3600.0)
+    rate = p.num("rate", VOICE_RATE, 8000, 96000, int)
+    jitter = p.num("jitter", 0.0, 0.0, 2000.0) / 1000
+    per_frame = rate * FRAME_MS // 1000
+    frames = max(1, round(seconds * 1000 / FRAME_MS))
+    words = _tokens(rng, max(1, int(seconds * 2.5)))
+    word_every = max(1, frames // len(words))
+    tool_frame = frames // 2
+    item_id = 1
+    pitch = 140 + rng.random() * 80
+    t0 = time.monotonic()
+    sent_words = 0
+    for i in range(frames):
+        due = t0 + i * FRAME_MS / 1000 + (rng.random() * jitter if jitter else 0)
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        pcm = _synth_frame(rng, i * per_frame, per_frame, rate, pitch)
+        await s.audio(pcm, sample_rate=rate, item_id=item_id, final=i == frames - 1)
+        if i % word_every == 0 and sent_words < len(words):
+            await s.text(words[sent_words])
+            sent_words += 1
+        if i == tool_frame:
+            await s.tool_call("clock", {}, _is_string_result)
+    for w in words[sent_words:]:
+        await s.text(w)
+    await s.control("end_of_turn", item_id=item_id)
+
+
+async def flood(s: Session, p: Params) -> None:
+    """Audio as fast as the socket takes it: up to ``mb`` MB within ``seconds`` s."""
+    rng = p.rng()
+    limit = int(p.num("mb", 50.0, 0.001, 10_000.0) * 1_000_000)
+    seconds = p.num("seconds", 30.0, 0.1, 3600.0)
+    rate = VOICE_RATE
+    per_frame = rate * FRAME_MS // 1000
+    bank = [_synth_frame(rng, i * per_frame, per_frame, rate, 180.0) for i in range(50)]
+    deadline = time.monotonic() + seconds
+    i = 0
+    while s.stats.audio_samples_sent * 2 < limit and time.monotonic() < deadline:
+        await s.audio(bank[i % len(bank)], sample_rate=rate, item_id=1)
+        i += 1
+    await s.control("end_of_turn", item_id=1)
+
+
+SCENARIOS: dict[str, Callable[[Session, Params], Awaitable[None]]] = {
+    "chat": chat,
+    "voice": voice,
+    "flood": flood,
+}

@@ -1,0 +1,160 @@
+"""One simulated-server connection: sends frames with accounting, receives client frames.
+
+Every send is awaited (aiohttp drains when the transport buffer passes its high-water mark),
+and the time spent inside the await is the connection's *send-wait*. With credit flow control
+a send also waits until the client granted enough credit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from pyclient.flow import CreditBalance
+from pyclient.frames import (
+    AudioFrame,
+    BytesSource,
+    ControlFrame,
+    CreditFrame,
+    FrameDecoder,
+    Malformed,
+    Sequencer,
+    ToolResultFrame,
+)
+
+from .stats import ConnectionStats
+
+TOOL_ARG_FRAGMENTS = 3
+
+
+class Session:
+    def __init__(self, ws: web.WebSocketResponse, stats: ConnectionStats, credit: bool) -> None:
+        self.ws = ws
+        self.stats = stats
+        self.seq = Sequencer()
+        self.credit: CreditBalance | None = CreditBalance() if credit else None
+        self._credit_changed = asyncio.Event()
+        self._pending: dict[str, dict[str, Any]] = {}
+        self._results_changed = asyncio.Event()
+        self.closed = asyncio.Event()
+        self.interrupts = 0
+
+    # ------------------------------------------------------------------ sending
+
+    async def send(self, frame: bytes) -> None:
+        if self.credit is not None and not self.credit.can_send(len(frame)):
+            self.stats.credit_waits += 1
+            t0 = time.monotonic()
+            while not self.credit.can_send(len(frame)):
+                if self.closed.is_set():
+                    raise ConnectionResetError("client went away while the server waited for credit")
+                self._credit_changed.clear()
+                await self._credit_changed.wait()
+            self.stats.credit_wait_s += time.monotonic() - t0
+        if self.credit is not None:
+            self.credit.spend(len(frame))
+        if self.ws.closed:
+            raise ConnectionResetError("socket closed")
+        t0 = time.monotonic()
+        await self.ws.send_bytes(frame)
+        self.stats.on_sent(len(frame), time.monotonic() - t0)
+
+    async def text(self, data: str | bytes) -> None:
+        # Frames carry bytes: a fragment may end inside a UTF-8 character (on purpose).
+        raw = data.encode() if isinstance(data, str) else data
+        self.stats.on_text(raw)
+        await self.send(self.seq.text(raw))
+
+    async def audio(self, pcm: bytes, *, sample_rate: int, item_id: int, final: bool = False) -> None:
+        self.stats.on_audio(pcm)
+        await self.send(self.seq.audio(pcm, sample_rate=sample_rate, item_id=item_id, final=final))
+
+    async def control(self, type: str, **fields: Any) -> None:
+        await self.send(self.seq.control(type, **fields))
+
+    async def tool_call(self, name: str, arguments: dict[str, Any], expect: Any = None) -> str:
+        """Stream a tool call in fragments; ``expect`` (if given) checks the result later."""
+        call_id = "call_" + uuid.uuid4().hex[:12]
+        raw = json.dumps(arguments)
+        step = max(1, -(-len(raw) // TOOL_ARG_FRAGMENTS))
+        parts = [raw[i : i + step] for i in range(0, len(raw), step)] or [""]
+        self._pending[call_id] = {"name": name, "expect": expect}
+        self.stats.tool_calls_sent += 1
+        for i, part in enumerate(parts):
+            first, last = i == 0, i == len(parts) - 1
+            await self.send(self.seq.tool_call(call_id, part, name=name if first else None, final=last))
+        return call_id
+
+    async def wait_tool_results(self, timeout: float) -> bool:
+        """Wait until every tool call sent has its result (or the timeout passes)."""
+        deadline = time.monotonic() + timeout
+        while self._pending and not self.closed.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self._results_changed.clear()
+            try:
+                await asyncio.wait_for(self._results_changed.wait(), left)
+            except asyncio.TimeoutError:
+                return False
+        return not self._pending
+
+    # ------------------------------------------------------------------ receiving
+
+    async def receive_loop(self) -> None:
+        decoder = FrameDecoder()
+        try:
+            async for msg in self.ws:
+                if msg.type == WSMsgType.BINARY:
+                    self.stats.bytes_received += len(msg.data)
+                    for frame in decoder.feed_message(BytesSource(msg.data)):
+                        self._on_frame(frame)
+                elif msg.type == WSMsgType.TEXT:
+                    self.stats.errors.append("client sent a text message; the protocol is binary")
+                elif msg.type == WSMsgType.ERROR:
+                    self.stats.errors.append(f"socket error: {self.ws.exception()!r}")
+        finally:
+            self.closed.set()
+            self._credit_changed.set()
+            self._results_changed.set()
+
+    def _on_frame(self, frame: Any) -> None:
+        self.stats.frames_received += 1
+        if isinstance(frame, Malformed):
+            self.stats.malformed_received += 1
+            self.stats.errors.append(f"malformed frame from client: {frame.reason}")
+        elif isinstance(frame, ToolResultFrame):
+            self._on_tool_result(frame)
+        elif isinstance(frame, CreditFrame):
+            if self.credit is not None:
+                self.credit.grant(frame.grant)
+                self.stats.credit_granted += frame.grant
+                self._credit_changed.set()
+        elif isinstance(frame, ControlFrame):
+            if frame.type == "hello":
+                self.stats.client_hello = frame.fields
+            else:
+                self.stats.controls_received.append({"type": frame.type, **frame.fields})
+        elif isinstance(frame, AudioFrame):
+            self.stats.mic_samples_received += frame.samples
+
+    def _on_tool_result(self, frame: ToolResultFrame) -> None:
+        pending = self._pending.pop(frame.call_id, None)
+        entry: dict[str, Any] = {
+            "call_id": frame.call_id,
+            "ok": frame.ok,
+            "result": frame.result,
+            "error": frame.error,
+            "name": pending["name"] if pending else None,
+            "known_call": pending is not None,
+        }
+        expect = pending.get("expect") if pending else None
+        if callable(expect):
+            entry["as_expected"] = bool(expect(frame))
+        self.stats.tool_results.append(entry)
+        self._results_changed.set()

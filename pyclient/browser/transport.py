@@ -1,0 +1,260 @@
+"""Transports: WebSocketStream (backpressure to TCP) and classic WebSocket (fallback).
+
+Both expose the same shape to the client:
+
+* ``readable`` -- a JS ``ReadableStream`` of received binary messages (ArrayBuffer);
+* ``await send(data)`` -- send one binary message, waiting first if the send side is
+  backed up (WebSocketStream: the writer's ``ready``; classic: ``bufferedAmount``
+  watermarks);
+* ``closed`` -- an asyncio future resolved with ``(code, reason)`` when the socket closes.
+
+The classic ``WebSocket`` cannot stop reading, so its messages go into a bounded
+``ReceiveQueue`` (drop-oldest-audio policy, pyclient/flow.py) from which a pull-based
+``ReadableStream`` serves the demux: both transports then feed the same pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import js
+from pyodide.ffi import JsException, to_js
+
+from ..errors import TransportError, TransportUnsupported, UsageError
+from ..flow import DEFAULT_RECEIVE_QUEUE_BYTES, DEFAULT_SEND_HIGH, DEFAULT_SEND_LOW, ReceiveQueue, Watermarks
+from ..frames import HEADER, HEADER_SIZE, Kind
+from .jsutil import ProxyOwner, bytes_to_js, js_object
+
+WEBSOCKETSTREAM = "websocketstream"
+WEBSOCKET = "websocket"
+TRANSPORTS = ("auto", WEBSOCKETSTREAM, WEBSOCKET)
+SEND_POLL_S = 0.005  # classic WebSocket has no event for bufferedAmount falling
+
+
+def websocketstream_available() -> bool:
+    return hasattr(js, "WebSocketStream") and js.WebSocketStream is not None
+
+
+def choose_transport(preference: str) -> str:
+    """Resolve ``auto``; raise ``TransportUnsupported`` for an explicit impossible choice."""
+    if preference not in TRANSPORTS:
+        raise UsageError(f"transport must be one of {', '.join(TRANSPORTS)}, got {preference!r}")
+    has_wss = websocketstream_available()
+    if preference == WEBSOCKETSTREAM and not has_wss:
+        raise TransportUnsupported(
+            "WebSocketStream is not available in this browser; use transport='auto' or 'websocket'"
+        )
+    if preference == "auto":
+        return WEBSOCKETSTREAM if has_wss else WEBSOCKET
+    return preference
+
+
+class _SendStats:
+    def __init__(self) -> None:
+        self.send_wait_s = 0.0
+        self.send_waits = 0
+        self.bytes_out = 0
+        self.frames_out = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "send_wait_s": round(self.send_wait_s, 4),
+            "send_waits": self.send_waits,
+            "bytes_out": self.bytes_out,
+            "frames_out": self.frames_out,
+        }
+
+
+class WebSocketStreamTransport:
+    name = WEBSOCKETSTREAM
+
+    def __init__(self) -> None:
+        self._owner = ProxyOwner()
+        self._wss: Any = None
+        self._writer: Any = None
+        self.readable: Any = None
+        self.protocol = ""
+        self.closed: asyncio.Future = asyncio.get_event_loop().create_future()
+        self.send_stats = _SendStats()
+
+    async def open(self, url: str, protocols: list[str]) -> None:
+        try:
+            self._wss = js.WebSocketStream.new(url, js_object(protocols=to_js(protocols)))
+            opened = await self._wss.opened
+        except JsException as exc:
+            raise TransportError(f"could not open {url} with WebSocketStream: {exc}") from exc
+        self.readable = opened.readable
+        self._writer = opened.writable.getWriter()
+        self.protocol = opened.protocol or ""
+        asyncio.ensure_future(self._watch_close())
+
+    async def _watch_close(self) -> None:
+        try:
+            info = await self._wss.closed
+            result = (int(info.closeCode or 1005), str(info.reason or ""))
+        except JsException as exc:
+            result = (1006, f"connection failed: {exc}")
+        if not self.closed.done():
+            self.closed.set_result(result)
+
+    async def send(self, data: bytes) -> None:
+        writer = self._writer
+        if writer is None or self.closed.done():
+            raise TransportError("cannot send: the socket is closed")
+        if writer.desiredSize is not None and writer.desiredSize <= 0:
+            self.send_stats.send_waits += 1
+        t0 = time.monotonic()
+        try:
+            await writer.ready
+            self.send_stats.send_wait_s += time.monotonic() - t0
+            await writer.write(bytes_to_js(data))
+        except JsException as exc:
+            raise TransportError(f"send failed: {exc}") from exc
+        self.send_stats.bytes_out += len(data)
+        self.send_stats.frames_out += 1
+
+    def buffered_amount(self) -> int:
+        return 0  # WebSocketStream exposes backpressure through the writer, not a byte count
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        if self._wss is not None and not self.closed.done():
+            try:
+                self._wss.close(js_object(closeCode=code, reason=reason))
+            except JsException:
+                pass
+
+    def receive_stats(self) -> dict[str, Any]:
+        return {}
+
+    def queued_bytes(self) -> int:
+        return 0
+
+    def dispose(self) -> None:
+        self._owner.close()
+
+
+class ClassicWebSocketTransport:
+    name = WEBSOCKET
+
+    def __init__(
+        self,
+        receive_queue_bytes: int = DEFAULT_RECEIVE_QUEUE_BYTES,
+        send_high: int = DEFAULT_SEND_HIGH,
+        send_low: int = DEFAULT_SEND_LOW,
+    ) -> None:
+        self._owner = ProxyOwner()
+        self._ws: Any = None
+        self.queue: ReceiveQueue[Any] = ReceiveQueue(receive_queue_bytes)
+        self.watermarks = Watermarks(send_high, send_low)
+        self._arrived = asyncio.Event()
+        self._ended = False
+        self.readable: Any = None
+        self.protocol = ""
+        self.closed: asyncio.Future = asyncio.get_event_loop().create_future()
+        self.send_stats = _SendStats()
+        self.buffered_amount_max = 0
+        self.text_messages = 0
+
+    async def open(self, url: str, protocols: list[str]) -> None:
+        loop = asyncio.get_event_loop()
+        opened: asyncio.Future = loop.create_future()
+        try:
+            ws = js.WebSocket.new(url, to_js(protocols))
+        except JsException as exc:
+            raise TransportError(f"could not open {url}: {exc}") from exc
+        ws.binaryType = "arraybuffer"
+        self._ws = ws
+
+        def on_open(evt: Any) -> None:
+            if not opened.done():
+                opened.set_result(None)
+
+        def on_close(evt: Any) -> None:
+            self._ended = True
+            self._arrived.set()
+            if not opened.done():
+                opened.set_exception(TransportError(f"could not open {url} (close code {evt.code})"))
+            if not self.closed.done():
+                self.closed.set_result((int(evt.code), str(evt.reason)))
+
+        ws.onopen = self._owner.proxy(on_open)
+        ws.onclose = self._owner.proxy(on_close)
+        ws.onerror = self._owner.proxy(lambda evt: None)  # the close event that follows carries the code
+        ws.onmessage = self._owner.proxy(self._on_message)
+        await opened
+        self.protocol = ws.protocol or ""
+        source = js_object(pull=self._owner.proxy(self._pull), cancel=self._owner.proxy(self._cancel))
+        self.readable = js.ReadableStream.new(source, js_object(highWaterMark=0))
+
+    def _on_message(self, evt: Any) -> None:
+        data = evt.data
+        if isinstance(data, str):
+            self.text_messages += 1
+            return
+        n = data.byteLength
+        droppable, seq = False, None
+        if n >= HEADER_SIZE:
+            # Peek the first header: a message holding exactly one audio frame may be dropped.
+            _v, kind, _f, _r, seq, length = HEADER.unpack(js.Uint8Array.new(data, 0, HEADER_SIZE).to_bytes())
+            droppable = kind == Kind.AUDIO and HEADER_SIZE + length == n
+        self.queue.push(data, n, droppable=droppable, seq=seq)
+        self._arrived.set()
+
+    async def _pull(self, controller: Any) -> None:
+        while not len(self.queue) and not self._ended:
+            self._arrived.clear()
+            await self._arrived.wait()
+        if len(self.queue):
+            data, _n = self.queue.pop()
+            controller.enqueue(data)
+        else:
+            controller.close()
+
+    def _cancel(self, reason: Any = None) -> None:
+        self.close(1000, "reader cancelled")
+
+    async def send(self, data: bytes) -> None:
+        ws = self._ws
+        if ws is None or ws.readyState != 1:
+            raise TransportError("cannot send: the socket is not open")
+        amount = ws.bufferedAmount
+        self.buffered_amount_max = max(self.buffered_amount_max, amount)
+        if self.watermarks.must_wait(amount):
+            self.send_stats.send_waits += 1
+            t0 = time.monotonic()
+            while self.watermarks.must_wait(ws.bufferedAmount):
+                if ws.readyState != 1:
+                    raise TransportError("socket closed while waiting to send")
+                await asyncio.sleep(SEND_POLL_S)
+            self.send_stats.send_wait_s += time.monotonic() - t0
+        ws.send(bytes_to_js(data))
+        self.send_stats.bytes_out += len(data)
+        self.send_stats.frames_out += 1
+        self.buffered_amount_max = max(self.buffered_amount_max, ws.bufferedAmount)
+
+    def buffered_amount(self) -> int:
+        return int(self._ws.bufferedAmount) if self._ws is not None else 0
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        if self._ws is not None and self._ws.readyState in (0, 1):
+            self._ws.close(code, reason)
+
+    def receive_stats(self) -> dict[str, Any]:
+        st = self.queue.stats()
+        st["text_messages"] = self.text_messages
+        st["buffered_amount_max"] = self.buffered_amount_max
+        return st
+
+    def queued_bytes(self) -> int:
+        return self.queue.bytes
+
+    def dispose(self) -> None:
+        self._owner.close()
+
+
+def make_transport(name: str, **options: Any) -> WebSocketStreamTransport | ClassicWebSocketTransport:
+    if name == WEBSOCKETSTREAM:
+        return WebSocketStreamTransport()
+    return ClassicWebSocketTransport(**options)

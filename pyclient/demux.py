@@ -1,0 +1,171 @@
+"""Demux: decoded frames -> typed events, one channel each, with per-channel accounting.
+
+Sans-I/O. Feed it whole WebSocket messages (``feed_message``) or a byte stream (``feed``); it
+returns events. It checks sequence numbers, decodes text incrementally (a UTF-8 character may
+be split across frames), assembles streamed tool calls and turns every peer error into a
+``ProtocolErrorEvent`` -- it never raises because of what the peer sent.
+"""
+
+from __future__ import annotations
+
+import codecs
+from dataclasses import dataclass, field
+from typing import Any
+
+from .events import (
+    AudioChunk,
+    Channel,
+    ControlMessage,
+    CreditGranted,
+    Event,
+    Interrupted,
+    ProtocolErrorEvent,
+    ServerError,
+    ServerHello,
+    StreamDone,
+    TextDelta,
+    TurnEnded,
+)
+from .frames import (
+    DEFAULT_MAX_PAYLOAD,
+    SEQ_MODULUS,
+    AudioFrame,
+    ByteSource,
+    BytesSource,
+    ControlFrame,
+    CreditFrame,
+    Decoded,
+    FrameDecoder,
+    Kind,
+    Malformed,
+    TextFrame,
+    ToolCallFrame,
+    ToolResultFrame,
+)
+from .tools import DEFAULT_MAX_ARGUMENT_BYTES, DEFAULT_MAX_OPEN_CALLS, ToolCallAssembler
+
+_CONTROL_EVENTS = {"hello": ServerHello, "end_of_turn": TurnEnded, "done": StreamDone}
+
+
+@dataclass
+class DemuxStats:
+    frames: int = 0
+    bytes: int = 0
+    malformed: int = 0
+    seq_gaps: int = 0
+    frames_by_kind: dict[str, int] = field(default_factory=dict)
+    bytes_by_channel: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "frames": self.frames,
+            "bytes": self.bytes,
+            "malformed": self.malformed,
+            "seq_gaps": self.seq_gaps,
+            "frames_by_kind": dict(self.frames_by_kind),
+            "bytes_by_channel": dict(self.bytes_by_channel),
+        }
+
+
+class Demux:
+    def __init__(
+        self,
+        max_payload: int = DEFAULT_MAX_PAYLOAD,
+        max_open_calls: int = DEFAULT_MAX_OPEN_CALLS,
+        max_argument_bytes: int = DEFAULT_MAX_ARGUMENT_BYTES,
+    ) -> None:
+        self.decoder = FrameDecoder(max_payload)
+        self.tools = ToolCallAssembler(max_open_calls, max_argument_bytes)
+        self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+        self._expected_seq: int | None = None
+        self._forgiven: set[int] = set()
+        self.stats = DemuxStats()
+
+    def forgive(self, seqs: list[int]) -> None:
+        """Sequence numbers of frames we dropped on purpose (overflow): not a gap."""
+        self._forgiven.update(seqs)
+
+    def feed_message(self, src: ByteSource | bytes) -> list[Event]:
+        """Route every frame of one whole WebSocket message."""
+        if isinstance(src, (bytes, bytearray, memoryview)):
+            src = BytesSource(src)
+        out: list[Event] = []
+        for decoded in self.decoder.feed_message(src):
+            self._route(decoded, out)
+        return out
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Event]:
+        """Route the frames completed by ``data`` (a byte stream split anywhere)."""
+        out: list[Event] = []
+        for decoded in self.decoder.feed(data):
+            self._route(decoded, out)
+        return out
+
+    def flush_text(self) -> list[Event]:
+        """At end of stream: text held back because it ended inside a UTF-8 character."""
+        tail = self._utf8.decode(b"", final=True)
+        return [TextDelta(tail)] if tail else []
+
+    # ------------------------------------------------------------------ internals
+
+    def _count(self, decoded: Decoded, nbytes: int, channel: Channel) -> None:
+        st = self.stats
+        st.frames += 1
+        st.bytes += nbytes
+        kind = Kind(decoded.kind).name.lower() if not isinstance(decoded, Malformed) else "malformed"
+        st.frames_by_kind[kind] = st.frames_by_kind.get(kind, 0) + 1
+        st.bytes_by_channel[channel.value] = st.bytes_by_channel.get(channel.value, 0) + nbytes
+
+    def _check_seq(self, seq: int | None, out: list[Event]) -> None:
+        if seq is None:
+            return
+        expected = self._expected_seq
+        while expected is not None and expected != seq and expected in self._forgiven:
+            self._forgiven.discard(expected)
+            expected = (expected + 1) % SEQ_MODULUS
+        self._forgiven.discard(seq)
+        if expected is not None and seq != expected:
+            self.stats.seq_gaps += 1
+            out.append(ProtocolErrorEvent(f"sequence gap: expected frame {expected}, got {seq}", 0, seq))
+        self._expected_seq = (seq + 1) % SEQ_MODULUS
+
+    def _route(self, d: Decoded, out: list[Event]) -> None:
+        if isinstance(d, Malformed):
+            self.stats.malformed += 1
+            self._count(d, d.nbytes, Channel.CONTROL)
+            self._check_seq(d.seq, out)
+            out.append(ProtocolErrorEvent(d.reason, d.nbytes, d.seq, d.kind))
+            return
+        self._check_seq(d.seq, out)
+        if isinstance(d, AudioFrame):
+            self._count(d, d.nbytes, Channel.AUDIO)
+            out.append(AudioChunk(d.item_id, d.sample_rate, d.pcm, d.samples, d.final, d.seq))
+        elif isinstance(d, TextFrame):
+            self._count(d, len(d.data), Channel.TEXT)
+            text = self._utf8.decode(d.data)
+            if text:
+                out.append(TextDelta(text))
+        elif isinstance(d, ToolCallFrame):
+            self._count(d, len(d.arguments_delta), Channel.TOOLS)
+            out.extend(self.tools.feed(d))
+        elif isinstance(d, ControlFrame):
+            self._count(d, 0, Channel.CONTROL)
+            out.append(_control_event(d))
+        elif isinstance(d, CreditFrame):
+            self._count(d, 0, Channel.CONTROL)
+            out.append(CreditGranted(d.grant))
+        elif isinstance(d, ToolResultFrame):
+            self._count(d, 0, Channel.CONTROL)
+            out.append(ProtocolErrorEvent("tool result frames only travel from client to server", 0, d.seq))
+
+
+def _control_event(d: ControlFrame) -> Event:
+    cls = _CONTROL_EVENTS.get(d.type)
+    if cls is not None:
+        return cls(d.fields)
+    if d.type == "interrupted":
+        item = d.fields.get("item_id")
+        return Interrupted(item if isinstance(item, int) else None)
+    if d.type == "error":
+        return ServerError(str(d.fields.get("code", "error")), str(d.fields.get("message", "")))
+    return ControlMessage(d.type, d.fields)

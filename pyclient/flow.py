@@ -1,0 +1,195 @@
+"""Flow control, sans-I/O: watermarks, the bounded receive queue, and credit windows.
+
+Three mechanisms, one per situation (docs/PROTOCOL.md has the wire side):
+
+``Watermarks``
+    Send side. Writes wait once the transport's buffered amount reaches ``high`` and resume
+    when it falls to ``low`` (hysteresis avoids waking for every byte).
+
+``ReceiveQueue``
+    Receive side of a classic WebSocket, which cannot stop reading. Holds whole messages up to
+    ``max_bytes``. Overflow policy: audio is dropped oldest-first (counted in frames, bytes and
+    samples); text, tool and control messages are never dropped -- if no audio is left to drop
+    they are admitted over the bound and counted in ``over_bound``.
+
+``CreditWindow`` / ``CreditBalance``
+    Credit-based flow control (in the spirit of HTTP/2 WINDOW_UPDATE): the client grants the
+    server a byte window and tops it up as its sinks consume; the server never sends a frame
+    larger than its remaining credit. Then the receive queue can never overflow.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from .errors import UsageError
+from .frames import AUDIO_META_SIZE, DEFAULT_MAX_PAYLOAD, HEADER_SIZE
+
+T = TypeVar("T")
+
+DEFAULT_SEND_HIGH = 256 * 1024
+DEFAULT_SEND_LOW = 64 * 1024
+DEFAULT_RECEIVE_QUEUE_BYTES = 1024 * 1024
+DEFAULT_CREDIT_WINDOW = 512 * 1024
+
+
+class Watermarks:
+    """High/low water marks with hysteresis."""
+
+    def __init__(self, high: int = DEFAULT_SEND_HIGH, low: int | None = None) -> None:
+        low = high // 4 if low is None else low
+        if not 0 <= low <= high:
+            raise UsageError(f"need 0 <= low <= high, got low={low} high={high}")
+        self.high = high
+        self.low = low
+        self.paused = False
+
+    def must_wait(self, level: int) -> bool:
+        """Whether a writer seeing ``level`` buffered bytes must wait before writing."""
+        if self.paused:
+            if level <= self.low:
+                self.paused = False
+        elif level >= self.high:
+            self.paused = True
+        return self.paused
+
+
+@dataclass
+class _Entry(Generic[T]):
+    item: T
+    nbytes: int
+    droppable: bool
+    seq: int | None
+
+
+class ReceiveQueue(Generic[T]):
+    """A bounded FIFO of received messages with a drop-oldest-audio overflow policy."""
+
+    def __init__(self, max_bytes: int = DEFAULT_RECEIVE_QUEUE_BYTES) -> None:
+        if max_bytes < HEADER_SIZE + AUDIO_META_SIZE:
+            raise UsageError(f"max_bytes={max_bytes} cannot hold a single frame")
+        self.max_bytes = max_bytes
+        self._q: deque[_Entry[T]] = deque()
+        self.bytes = 0
+        self.bytes_max = 0
+        self.dropped_frames = 0
+        self.dropped_bytes = 0
+        self.dropped_samples = 0
+        self.over_bound = 0
+        self._dropped_seqs: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self._q)
+
+    def push(self, item: T, nbytes: int, *, droppable: bool, seq: int | None = None) -> None:
+        """Queue ``item``; ``droppable`` marks a message made of one audio frame."""
+        while self.bytes + nbytes > self.max_bytes and self._drop_oldest_audio():
+            pass
+        if self.bytes + nbytes > self.max_bytes:
+            if droppable:
+                self._count_drop(nbytes, seq)
+                return
+            self.over_bound += 1
+        self._q.append(_Entry(item, nbytes, droppable, seq))
+        self.bytes += nbytes
+        self.bytes_max = max(self.bytes_max, self.bytes)
+
+    def pop(self) -> tuple[T, int]:
+        """The oldest message and its size. Raises IndexError when empty."""
+        e = self._q.popleft()
+        self.bytes -= e.nbytes
+        return e.item, e.nbytes
+
+    def take_dropped_seqs(self) -> list[int]:
+        """Sequence numbers of dropped frames since the last call (for gap accounting)."""
+        seqs, self._dropped_seqs = self._dropped_seqs, []
+        return seqs
+
+    def _drop_oldest_audio(self) -> bool:
+        for i, e in enumerate(self._q):
+            if e.droppable:
+                del self._q[i]
+                self.bytes -= e.nbytes
+                self._count_drop(e.nbytes, e.seq)
+                return True
+        return False
+
+    def _count_drop(self, nbytes: int, seq: int | None) -> None:
+        self.dropped_frames += 1
+        self.dropped_bytes += nbytes
+        self.dropped_samples += max(0, nbytes - HEADER_SIZE - AUDIO_META_SIZE) // 2
+        if seq is not None:
+            self._dropped_seqs.append(seq)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "queued_bytes": self.bytes,
+            "queued_bytes_max": self.bytes_max,
+            "max_bytes": self.max_bytes,
+            "dropped_frames": self.dropped_frames,
+            "dropped_bytes": self.dropped_bytes,
+            "dropped_samples": self.dropped_samples,
+            "over_bound": self.over_bound,
+        }
+
+
+class CreditWindow:
+    """Client side of credit flow control.
+
+    Grants ``window`` bytes up front, then returns consumed bytes to the server in batches of
+    at least ``threshold`` so that updates stay rare. Invariant: the server can have at most
+    ``window`` bytes in flight towards us.
+    """
+
+    def __init__(self, window: int = DEFAULT_CREDIT_WINDOW, threshold: int | None = None) -> None:
+        if window < HEADER_SIZE + DEFAULT_MAX_PAYLOAD // 16:
+            raise UsageError(f"credit window of {window} bytes is too small to carry frames")
+        self.window = window
+        self.threshold = window // 4 if threshold is None else threshold
+        self.granted = 0
+        self.received = 0
+        self._unreported = 0
+
+    def initial(self) -> int:
+        self.granted = self.window
+        return self.window
+
+    def on_received(self, nbytes: int) -> None:
+        self.received += nbytes
+
+    def on_consumed(self, nbytes: int) -> int:
+        """Record bytes the sinks took; returns a grant to send now, or 0."""
+        self._unreported += nbytes
+        if self._unreported < self.threshold:
+            return 0
+        grant, self._unreported = self._unreported, 0
+        self.granted += grant
+        return grant
+
+    @property
+    def in_flight(self) -> int:
+        return self.granted - self.received
+
+
+class CreditBalance:
+    """Server side of credit flow control: what may still be sent."""
+
+    def __init__(self) -> None:
+        self.balance = 0
+        self.granted = 0
+        self.spent = 0
+
+    def grant(self, nbytes: int) -> None:
+        self.granted += nbytes
+        self.balance += nbytes
+
+    def can_send(self, nbytes: int) -> bool:
+        return nbytes <= self.balance
+
+    def spend(self, nbytes: int) -> None:
+        if nbytes > self.balance:
+            raise UsageError(f"sending {nbytes} bytes with only {self.balance} bytes of credit")
+        self.balance -= nbytes
+        self.spent += nbytes

@@ -1,0 +1,160 @@
+"""The demo page, built on pyclient's public API only.
+
+Query parameters: ``scenario`` (chat | voice | flood), ``transport`` (auto | websocketstream |
+websocket), ``audio`` (auto | sab | postmessage), ``autostart=1`` to connect on load; server
+parameters (turns, tokens, burst, pause, badtool, seconds, rate, jitter, mb, seed, credit)
+are passed on to ``/ws``.
+"""
+
+import asyncio
+
+import demo_tools
+import js
+from pyodide.ffi import create_proxy
+
+import pyclient
+from pyclient.browser import websocketstream_available
+
+SERVER_PARAMS = ("turns", "tokens", "burst", "pause", "badtool", "seconds", "rate", "jitter", "mb", "seed", "credit")
+READOUT_MS = 250
+
+query = js.URLSearchParams.new(js.window.location.search)
+doc = js.document
+ui = {name: doc.getElementById(name) for name in ("scenario", "transport", "connect", "disconnect", "interrupt")}
+current: dict = {"client": None}
+_keep = []  # event-handler proxies live as long as the page
+
+
+def param(name, default=None):
+    value = query.get(name)  # JS null when absent
+    return value if isinstance(value, str) else default
+
+
+def set_status(text, cls=""):
+    el = doc.getElementById("status")
+    el.textContent = text
+    el.className = "status " + cls
+
+
+def ws_url():
+    q = js.URLSearchParams.new()
+    q.set("scenario", ui["scenario"].value)
+    for name in SERVER_PARAMS:
+        if param(name) is not None:
+            q.set(name, param(name))
+    return "/ws?" + q.toString()
+
+
+def set_buttons(connected):
+    ui["connect"].disabled = connected
+    ui["disconnect"].disabled = not connected
+    ui["interrupt"].disabled = not connected
+
+
+async def connect():
+    if current["client"] is not None and current["client"].state in ("connecting", "open", "closing"):
+        return
+    doc.getElementById("transcript").replaceChildren()
+    doc.getElementById("tools").replaceChildren()
+    client = pyclient.Client(
+        transport=ui["transport"].value,
+        transcript="transcript",
+        tool_cards="tools",
+        audio_mode=param("audio", "auto"),
+    )
+    demo_tools.register(client.tools)
+    current["client"] = client
+    set_buttons(True)
+    set_status("connecting…")
+    try:
+        await client.connect(ws_url())
+    except pyclient.PyclientError as exc:
+        set_status(f"error: {exc}", "error")
+        set_buttons(False)
+        return
+    set_status(f"open · {client.transport_name} · {client.transport.protocol}", "open")
+    info = await client.wait_closed()
+    if client.state == "error":
+        set_status(f"error: {client.error}", "error")
+    else:
+        set_status(f"closed ({info.get('code')}) · {client.transport_name}")
+    set_buttons(False)
+
+
+async def disconnect():
+    client = current["client"]
+    if client is not None:
+        await client.close()
+
+
+def _fmt(value):
+    if isinstance(value, float):
+        return f"{value:,.1f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def update_readout(*_):
+    client = current["client"]
+    if client is None:
+        return
+    s = client.stats()
+    a = s["audio"] or {}
+    rows = [
+        ("state", s["state"]),
+        ("transport", s["transport"]),
+        ("frames in", s["frames_in"]),
+        ("bytes in", s["bytes_in"]),
+        ("buffered bytes", s["buffered_bytes"]),
+        ("buffered bytes max", s["buffered_bytes_max"]),
+        ("text chars rendered", s["text"]["chars_rendered"]),
+        ("tool calls / results / errors", f"{s['tools']['calls']} / {s['tools']['results_sent']} / {s['tools']['errors']}"),
+        ("audio mode", a.get("mode")),
+        ("audio rate (stream/context)", f"{a.get('sample_rate')} / {a.get('context_rate', '-')}"),
+        ("ring fill / capacity", f"{_fmt(a.get('ring_fill', 0))} / {_fmt(a.get('ring_capacity', 0))}"),
+        ("samples played", a.get("samples_played", 0)),
+        ("underruns", a.get("underruns", 0)),
+        ("send wait (s)", s["send"].get("send_wait_s", 0.0)),
+        ("malformed", s["malformed"]),
+    ]
+    table = doc.getElementById("readout")
+    table.replaceChildren()
+    for name, value in rows:
+        tr = doc.createElement("tr")
+        for text in (name, _fmt(value)):
+            td = doc.createElement("td")
+            td.textContent = text
+            tr.appendChild(td)
+        table.appendChild(tr)
+
+
+def on(el, event, coro_fn):
+    handler = create_proxy(lambda *_: asyncio.ensure_future(coro_fn()))
+    _keep.append(handler)
+    el.addEventListener(event, handler)
+
+
+def main():
+    ui["scenario"].value = param("scenario", "chat")
+    ui["transport"].value = param("transport", "auto")
+    on(ui["connect"], "click", connect)
+    on(ui["disconnect"], "click", disconnect)
+
+    async def interrupt():
+        if current["client"] is not None:
+            current["client"].interrupt()
+
+    on(ui["interrupt"], "click", interrupt)
+    tick = create_proxy(update_readout)
+    _keep.append(tick)
+    js.setInterval(tick, READOUT_MS)
+    set_buttons(False)
+    wss = "WebSocketStream available" if websocketstream_available() else "no WebSocketStream (classic fallback)"
+    set_status(f"ready · {wss}")
+    doc.body.dataset.pyclient = "ready"
+    if param("autostart") == "1":
+        asyncio.ensure_future(connect())
+
+
+main()
