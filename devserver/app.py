@@ -115,31 +115,37 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
             protocol=1,
             credit=session.credit is not None,
         )
-        if run is None:
-            names = ", ".join(sorted(SCENARIOS))
-            await session.control("error", code="unknown_scenario", message=f"no scenario {scenario!r}; try {names}")
-        else:
-            await run(session, Params(params))
-            if not await session.wait_tool_results(TOOL_RESULT_TIMEOUT_S):
-                st.errors.append("some tool results never arrived")
-            await session.control("done", connection_id=st.id)
-            # The client closes after reading "done"; closing first could lose frames it
-            # has not read yet (seen with Chromium's WebSocketStream).
-            try:
-                await asyncio.wait_for(session.closed.wait(), LINGER_S)
-            except asyncio.TimeoutError:
-                st.errors.append(f"client did not close within {LINGER_S:.0f} s of 'done'")
-    except ParamError as exc:
-        await session.control("error", code="bad_params", message=str(exc))
+        try:
+            if run is None:
+                names = ", ".join(sorted(SCENARIOS))
+                await session.control(
+                    "error", code="unknown_scenario", message=f"no scenario {scenario!r}; try {names}"
+                )
+            else:
+                await run(session, Params(params))
+                if not await session.wait_tool_results(TOOL_RESULT_TIMEOUT_S):
+                    st.errors.append("some tool results never arrived")
+        except ParamError as exc:
+            await session.control("error", code="bad_params", message=str(exc))
+        await session.control("done", connection_id=st.id)
+        # The client closes after reading "done"; closing first could lose frames it has not
+        # read yet (seen with Chromium's WebSocketStream).
+        try:
+            await asyncio.wait_for(session.closed.wait(), LINGER_S)
+        except TimeoutError:
+            st.errors.append(f"client did not close within {LINGER_S:.0f} s of 'done'")
     except (ConnectionResetError, ConnectionError) as exc:
         st.errors.append(f"connection lost: {exc}")
+    except Exception as exc:  # a bug in a scenario: record it and close
+        log.exception("scenario %s failed", scenario)
+        st.errors.append(f"server bug: {exc!r}")
     finally:
         st.sample()
         if not ws.closed:
             await ws.close()
         try:
             await asyncio.wait_for(receiver, 5)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             receiver.cancel()
         st.ended = time.time()
         st.close_code = ws.close_code

@@ -22,12 +22,16 @@ from .session import Session
 VOICE_RATE = 24_000
 FRAME_MS = 20
 
-_WORDS = (
-    "the model streams tokens in bursts while the page keeps up and every buffer stays bounded "
-    "audio frames arrive as pcm sixteen at twenty four kilohertz and the worklet plays them "
-    "backpressure reaches tcp so a slow consumer stalls the server instead of the page "
-    "café naïve résumé über straße 東京 🙂 ✓ ≤ 1 MB"
-).split()
+_WORDS = tuple(
+    " ".join(
+        (
+            "the model streams tokens in bursts while the page keeps up and every buffer stays bounded",
+            "audio frames arrive as pcm sixteen at twenty four kilohertz and the worklet plays them",
+            "backpressure reaches tcp so a slow consumer stalls the server instead of the page",
+            "café naïve résumé über straße 東京 🙂 ✓ ≤ 1 MB",
+        )
+    ).split(" ")
+)
 
 
 class ParamError(ValueError):
@@ -125,7 +129,8 @@ def _synth_frame(rng: random.Random, start: int, count: int, rate: int, pitch: f
     for k in range(count):
         t = (start + k) / rate
         env = 0.55 + 0.45 * math.sin(two_pi * 3.0 * t)
-        v = math.sin(two_pi * pitch * t) + 0.4 * math.sin(two_pi * 2 * pitch * t) + 0.2 * math.sin(two_pi * 3 * pitch * t)
+        phase = two_pi * pitch * t
+        v = math.sin(phase) + 0.4 * math.sin(2 * phase) + 0.2 * math.sin(3 * phase)
         out[k] = int(max(-32767, min(32767, 9000 * env * v + rng.uniform(-300, 300))))
     if sys.byteorder == "big":
         out.byteswap()
@@ -184,8 +189,35 @@ async def flood(s: Session, p: Params) -> None:
     await s.control("end_of_turn", item_id=1)
 
 
+async def faults(s: Session, p: Params) -> None:
+    """Valid text around frames a robust client must survive (docs/PROTOCOL.md lists them).
+
+    Malformed frames: bad JSON, unknown kind, wrong version, bad audio rate, odd PCM length,
+    a header announcing 2 MiB with 4 bytes behind it. Tool calls that must fail cleanly: a
+    tool nobody registered and arguments that are not JSON. Invalid UTF-8 is replaced.
+    """
+    from pyclient.frames import AUDIO_META, HEADER, Kind
+
+    await s.text("before the faults. ")
+    await s.raw(s.seq.raw(Kind.CONTROL, b"{not json"))
+    await s.raw(s.seq.raw(77, b"from the future"))
+    await s.raw(s.seq.raw(Kind.TEXT, b"v2 text", version=2))
+    await s.raw(s.seq.raw(Kind.AUDIO, AUDIO_META.pack(5, 1) + b"\x00\x00"))
+    await s.raw(s.seq.raw(Kind.AUDIO, AUDIO_META.pack(24000, 1) + b"\x00"))
+    await s.raw(HEADER.pack(1, Kind.TEXT, 0, 0, s.seq._take(), 2 * 1024 * 1024) + b"oops")
+    await s.text(b"bad utf-8: \xff! ")
+    await s.tool_call("launch_rockets", {"count": 3})
+    call_id = "call_badjson"
+    s._pending[call_id] = {"name": "calculator", "expect": None}
+    s.stats.tool_calls_sent += 1
+    await s.raw(s.seq.tool_call(call_id, '{"expression": ', name="calculator", final=True))
+    await s.text("after the faults.")
+    await s.control("end_of_turn")
+
+
 SCENARIOS: dict[str, Callable[[Session, Params], Awaitable[None]]] = {
     "chat": chat,
     "voice": voice,
     "flood": flood,
+    "faults": faults,
 }

@@ -74,6 +74,10 @@ class Session:
         self.stats.on_audio(pcm)
         await self.send(self.seq.audio(pcm, sample_rate=sample_rate, item_id=item_id, final=final))
 
+    async def raw(self, frame: bytes) -> None:
+        """Send bytes as they are (forged frames for the ``faults`` scenario)."""
+        await self.send(frame)
+
     async def control(self, type: str, **fields: Any) -> None:
         await self.send(self.seq.control(type, **fields))
 
@@ -100,7 +104,7 @@ class Session:
             self._results_changed.clear()
             try:
                 await asyncio.wait_for(self._results_changed.wait(), left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return False
         return not self._pending
 

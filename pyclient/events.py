@@ -8,11 +8,11 @@ consume them directly.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any, ClassVar
 
 
-class Channel(str, Enum):
+class Channel(StrEnum):
     AUDIO = "audio"
     TEXT = "text"
     TOOLS = "tools"

@@ -27,7 +27,7 @@ import json
 import struct
 from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
-from typing import Any, Protocol, Union
+from typing import Any, Protocol
 
 from .errors import FrameTooLarge, TruncatedFrame
 
@@ -152,8 +152,8 @@ class Malformed:
     kind: int | None = None
 
 
-Frame = Union[AudioFrame, TextFrame, ToolCallFrame, ToolResultFrame, ControlFrame, CreditFrame]
-Decoded = Union[Frame, Malformed]
+Frame = AudioFrame | TextFrame | ToolCallFrame | ToolResultFrame | ControlFrame | CreditFrame
+Decoded = Frame | Malformed
 
 
 # --------------------------------------------------------------------------- encoding
@@ -224,6 +224,10 @@ class Sequencer:
 
     def tool_result(self, call_id: str, *, ok: bool, result: Any = None, error: dict[str, Any] | None = None) -> bytes:
         return encode_frame(ToolResultFrame(self._take(), call_id, ok, result, error))
+
+    def raw(self, kind: int, payload: bytes, flags: int = 0, version: int = PROTOCOL_VERSION) -> bytes:
+        """A frame with an arbitrary payload (used to forge malformed frames in tests)."""
+        return encode_raw(kind, self._take(), payload, flags, version)
 
     def control(self, type: str, **fields: Any) -> bytes:
         return encode_frame(ControlFrame(self._take(), type, fields))

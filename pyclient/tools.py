@@ -125,9 +125,7 @@ class Tool:
 
     def describe(self) -> dict[str, Any]:
         params = [
-            p.name
-            for p in self.signature.parameters.values()
-            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            p.name for p in self.signature.parameters.values() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
         ]
         return {"name": self.name, "description": self.description, "parameters": params}
 
@@ -235,7 +233,7 @@ class ToolExecutor:
             value = tool.fn(*bound.args, **bound.kwargs)
             if isinstance(value, Awaitable):
                 value = await asyncio.wait_for(value, tool.timeout)
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise ToolError("timeout", f"{call.name} ran longer than {tool.timeout} s") from exc
         except ToolError:
             raise

@@ -76,6 +76,9 @@ async def connect():
     info = await client.wait_closed()
     if client.state == "error":
         set_status(f"error: {client.error}", "error")
+    elif client.server_errors:
+        err = client.server_errors[-1]
+        set_status(f"server error ({err['code']}): {err['message']}", "error")
     else:
         set_status(f"closed ({info.get('code')}) · {client.transport_name}")
     set_buttons(False)
@@ -109,7 +112,7 @@ def update_readout(*_):
         ("buffered bytes", s["buffered_bytes"]),
         ("buffered bytes max", s["buffered_bytes_max"]),
         ("text chars rendered", s["text"]["chars_rendered"]),
-        ("tool calls / results / errors", f"{s['tools']['calls']} / {s['tools']['results_sent']} / {s['tools']['errors']}"),
+        ("tool calls / results / errors", "{calls} / {results_sent} / {errors}".format(**s["tools"])),
         ("audio mode", a.get("mode")),
         ("audio rate (stream/context)", f"{a.get('sample_rate')} / {a.get('context_rate', '-')}"),
         ("ring fill / capacity", f"{_fmt(a.get('ring_fill', 0))} / {_fmt(a.get('ring_capacity', 0))}"),
@@ -154,7 +157,7 @@ def main():
     set_status(f"ready · {wss}")
     doc.body.dataset.pyclient = "ready"
     if param("autostart") == "1":
-        asyncio.ensure_future(connect())
+        _keep.append(asyncio.ensure_future(connect()))
 
 
 main()

@@ -53,7 +53,7 @@ from ..frames import DEFAULT_MAX_PAYLOAD, Sequencer
 from ..tools import ToolExecutor, ToolOutcome, ToolRegistry
 from .audio import DEFAULT_PREBUFFER_MS, DEFAULT_RING_CAPACITY, AudioSink
 from .jsutil import ArrayBufferSource, ProxyOwner, js_object, to_js_plain
-from .render import ToolCards, TokenRenderer, resolve_element
+from .render import TokenRenderer, ToolCards, resolve_element
 from .transport import WEBSOCKET, choose_transport, make_transport
 
 SUBPROTOCOL = "pyclient.v1"
@@ -195,7 +195,7 @@ class Client:
         # TransformStream from applying backpressure for a reader that does not exist.
         demux_stream = js.TransformStream.new(transform, js_object(highWaterMark=1), js_object(highWaterMark=1))
         self._pipe = self.transport.readable.pipeTo(demux_stream.writable)
-        asyncio.ensure_future(self._run())
+        self._runner = asyncio.ensure_future(self._run())
         if self.transport.protocol == SUBPROTOCOL_CREDIT:
             self._credit = CreditWindow(self._options["credit_window"])
             await self._send(lambda seq: seq.credit(self._credit.initial()))
@@ -225,7 +225,7 @@ class Client:
             await self.audio.close()
         try:
             await asyncio.wait_for(asyncio.shield(self._closed), 5)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._finish({"code": None, "reason": "close timed out"}, clean=False)
 
     def interrupt(self) -> int:
@@ -417,13 +417,14 @@ class Client:
         self.renderer.close()
         if self.transport is not None:
             self.transport.dispose()
-        self._closed.set_result(info)
+        if not self._closed.done():
+            self._closed.set_result(info)
 
     def _fail(self, message: str) -> None:
         self.state = "error"
         self.error = message
+        self.close_info = self.close_info or {"code": None, "reason": message}
         if not self._closed.done():
-            self.close_info = self.close_info or {"code": None, "reason": message}
             self._closed.set_result(self.close_info)
 
     @staticmethod

@@ -54,7 +54,7 @@ class ArrayBufferSource:
     as zero-copy ``Uint8Array`` views (``view_at``).
     """
 
-    __slots__ = ("_buf", "_base", "_len")
+    __slots__ = ("_base", "_buf", "_len")
 
     def __init__(self, data: JsProxy) -> None:
         if js.ArrayBuffer.isView(data):

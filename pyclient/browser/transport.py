@@ -88,7 +88,7 @@ class WebSocketStreamTransport:
         self.readable = opened.readable
         self._writer = opened.writable.getWriter()
         self.protocol = opened.protocol or ""
-        asyncio.ensure_future(self._watch_close())
+        self._watcher = asyncio.ensure_future(self._watch_close())
 
     async def _watch_close(self) -> None:
         try:

@@ -1,0 +1,27 @@
+"""The demo page's tools run under CPython too."""
+
+from __future__ import annotations
+
+import datetime
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "web"))
+import demo_tools
+
+
+def test_calculator_does_arithmetic() -> None:
+    assert demo_tools.calculator("17 * 23") == 391
+    assert demo_tools.calculator("-(2 + 3) ** 2 / 5") == -5.0
+
+
+@pytest.mark.parametrize("expr", ["__import__('os')", "a + 1", "[1] * 3", "2 ** 1000", "1" * 300])
+def test_calculator_refuses_anything_else(expr: str) -> None:
+    with pytest.raises((ValueError, SyntaxError)):
+        demo_tools.calculator(expr)
+
+
+def test_clock_is_iso8601() -> None:
+    assert datetime.datetime.fromisoformat(demo_tools.clock()).tzinfo is not None

@@ -1,0 +1,94 @@
+"""Flow control: watermarks, the bounded receive queue policy, credit windows."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pyclient.errors import UsageError
+from pyclient.flow import CreditBalance, CreditWindow, ReceiveQueue, Watermarks
+
+
+def test_watermarks_hysteresis() -> None:
+    w = Watermarks(high=100, low=20)
+    assert [w.must_wait(x) for x in (0, 99, 100, 50, 21, 20, 50, 99)] == [
+        False,
+        False,
+        True,
+        True,
+        True,
+        False,
+        False,
+        False,
+    ]
+    with pytest.raises(UsageError):
+        Watermarks(high=10, low=20)
+
+
+def test_queue_drops_oldest_audio_first_and_never_text() -> None:
+    q: ReceiveQueue[str] = ReceiveQueue(max_bytes=100)
+    q.push("a1", 40, droppable=True, seq=1)
+    q.push("t1", 30, droppable=False, seq=2)
+    q.push("a2", 30, droppable=True, seq=3)
+    q.push("a3", 40, droppable=True, seq=4)  # over: drops a1 (oldest audio)
+    assert [q.pop()[0] for _ in range(len(q))] == ["t1", "a2", "a3"]
+    assert q.dropped_frames == 1 and q.dropped_bytes == 40
+    assert q.take_dropped_seqs() == [1] and q.take_dropped_seqs() == []
+
+
+def test_text_is_admitted_over_the_bound_when_no_audio_is_left() -> None:
+    q: ReceiveQueue[str] = ReceiveQueue(max_bytes=50)
+    q.push("t1", 40, droppable=False)
+    q.push("t2", 40, droppable=False)
+    assert len(q) == 2 and q.over_bound == 1 and q.dropped_frames == 0
+
+
+def test_incoming_audio_is_dropped_when_only_text_is_queued() -> None:
+    q: ReceiveQueue[str] = ReceiveQueue(max_bytes=50)
+    q.push("t1", 40, droppable=False)
+    q.push("a1", 40, droppable=True, seq=9)
+    assert [q.pop()[0]] == ["t1"] and q.dropped_frames == 1 and q.take_dropped_seqs() == [9]
+    assert q.dropped_samples == (40 - 20) // 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(20, 400), st.booleans(), st.booleans()), max_size=60))
+def test_queue_invariants(ops: list[tuple[int, bool, bool]]) -> None:
+    q: ReceiveQueue[int] = ReceiveQueue(max_bytes=1000)
+    pushed_text = popped_text = 0
+    for i, (n, droppable, pop) in enumerate(ops):
+        q.push(i if droppable else -1 - i, n, droppable=droppable, seq=i)
+        pushed_text += not droppable
+        if pop and len(q):
+            item, _ = q.pop()
+            popped_text += item < 0
+        # Only non-droppable messages may push the queue over its bound.
+        audio_bytes = sum(e.nbytes for e in q._q if e.droppable)
+        assert audio_bytes <= q.max_bytes
+        assert q.bytes == sum(e.nbytes for e in q._q)
+    while len(q):
+        popped_text += q.pop()[0] < 0
+    assert popped_text == pushed_text  # text is never dropped
+
+
+def test_credit_window_batches_updates() -> None:
+    w = CreditWindow(window=400_000, threshold=100_000)
+    assert w.initial() == 400_000
+    w.on_received(90_000)
+    assert w.on_consumed(90_000) == 0
+    w.on_received(20_000)
+    assert w.on_consumed(20_000) == 110_000
+    assert w.granted == 510_000 and w.in_flight == 400_000
+    with pytest.raises(UsageError):
+        CreditWindow(window=100)
+
+
+def test_credit_balance_refuses_overdraft() -> None:
+    b = CreditBalance()
+    assert not b.can_send(1)
+    b.grant(100)
+    assert b.can_send(100) and not b.can_send(101)
+    b.spend(60)
+    with pytest.raises(UsageError, match="60 bytes with only 40"):
+        b.spend(60)

@@ -1,0 +1,252 @@
+"""Frame encode/decode: round trips, every split point, malformed input, limits, fuzzing."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pyclient.frames import (
+    AUDIO_META,
+    HEADER,
+    HEADER_SIZE,
+    AudioFrame,
+    BytesSource,
+    ControlFrame,
+    CreditFrame,
+    FrameDecoder,
+    Kind,
+    Malformed,
+    Sequencer,
+    TextFrame,
+    ToolCallFrame,
+    ToolResultFrame,
+    encode_frame,
+    encode_raw,
+)
+
+
+def sample_frames() -> list[bytes]:
+    s = Sequencer()
+    return [
+        s.control("hello", connection_id=7),
+        s.text("hello wörld 🙂"),
+        s.audio(b"\x01\x00\xff\x7f" * 10, sample_rate=24000, item_id=3),
+        s.tool_call("c1", '{"expr', name="calculator"),
+        s.tool_call("c1", 'ession": "6*7"}', final=True),
+        s.tool_result("c1", ok=True, result=42),
+        s.tool_result("c2", ok=False, error={"type": "tool_error", "message": "boom"}),
+        s.credit(65536),
+        s.audio(b"", sample_rate=8000, item_id=4, final=True),
+        s.control("done"),
+    ]
+
+
+def normalise(frames: list) -> list:
+    """Make decoded frames comparable (memoryview payloads -> bytes)."""
+    out = []
+    for f in frames:
+        if isinstance(f, AudioFrame):
+            f = AudioFrame(f.seq, f.sample_rate, f.item_id, bytes(f.pcm), f.nbytes, f.flags)
+        out.append(f)
+    return out
+
+
+def test_header_layout_is_twelve_big_endian_bytes() -> None:
+    raw = encode_raw(Kind.TEXT, 0x01020304, b"hi", flags=1)
+    assert raw == bytes([1, 2, 1, 0, 1, 2, 3, 4, 0, 0, 0, 2]) + b"hi"
+
+
+def test_round_trip_every_kind() -> None:
+    stream = sample_frames()
+    decoded = normalise(FrameDecoder().feed_message(BytesSource(b"".join(stream))))
+    assert [type(f) for f in decoded] == [
+        ControlFrame,
+        TextFrame,
+        AudioFrame,
+        ToolCallFrame,
+        ToolCallFrame,
+        ToolResultFrame,
+        ToolResultFrame,
+        CreditFrame,
+        AudioFrame,
+        ControlFrame,
+    ]
+    assert [f.seq for f in decoded] == list(range(10))
+    assert decoded[0].fields == {"connection_id": 7}
+    assert decoded[1].data.decode() == "hello wörld 🙂"
+    audio = decoded[2]
+    assert (audio.sample_rate, audio.item_id, audio.samples, audio.pcm) == (24000, 3, 20, b"\x01\x00\xff\x7f" * 10)
+    assert decoded[3].name == "calculator" and not decoded[3].final
+    assert decoded[4].name is None and decoded[4].final
+    assert decoded[5].ok and decoded[5].result == 42
+    assert decoded[6].error == {"type": "tool_error", "message": "boom"}
+    assert decoded[7].grant == 65536
+    assert decoded[8].final and decoded[8].samples == 0
+    # encode(decode(x)) == x
+    assert b"".join(encode_frame(f) for f in decoded) == b"".join(stream)
+
+
+def test_split_at_every_byte_boundary() -> None:
+    stream = b"".join(sample_frames())
+    whole = normalise(FrameDecoder().feed(stream))
+    assert len(whole) == 10
+    for cut in range(len(stream) + 1):
+        dec = FrameDecoder()
+        got = dec.feed(stream[:cut]) + dec.feed(stream[cut:])
+        assert normalise(got) == whole, f"split at {cut}"
+        assert dec.buffered == 0 and dec.pending_error() is None
+
+
+def test_one_byte_at_a_time() -> None:
+    stream = b"".join(sample_frames())
+    dec = FrameDecoder()
+    got = []
+    for i in range(len(stream)):
+        got += dec.feed(stream[i : i + 1])
+    assert normalise(got) == normalise(FrameDecoder().feed(stream))
+
+
+def test_audio_payload_is_a_zero_copy_view() -> None:
+    data = bytearray(Sequencer().audio(b"\x00\x01" * 4, sample_rate=24000, item_id=1))
+    (frame,) = FrameDecoder().feed_message(BytesSource(data))
+    assert isinstance(frame.pcm, memoryview)
+    data[HEADER_SIZE + AUDIO_META.size] = 0x55  # the view sees the change: no copy was made
+    assert frame.pcm[0] == 0x55
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (encode_raw(Kind.CONTROL, 1, b"{not json"), "invalid JSON"),
+        (encode_raw(Kind.CONTROL, 1, b"[1, 2]"), "expected an object"),
+        (encode_raw(Kind.CONTROL, 1, b'{"no_type": 1}'), "without a string 'type'"),
+        (encode_raw(Kind.TOOL_CALL, 1, b'{"name": "x"}'), "'call_id'"),
+        (encode_raw(Kind.TOOL_CALL, 1, b'{"call_id": "a", "arguments_delta": 5}'), "not a string"),
+        (encode_raw(Kind.TOOL_RESULT, 1, b'{"call_id": "a"}'), "boolean 'ok'"),
+        (encode_raw(Kind.TOOL_RESULT, 1, b'{"call_id": "a", "ok": false}'), "'error' object"),
+        (encode_raw(Kind.AUDIO, 1, b"\x00" * 5), "need 8 bytes"),
+        (encode_raw(Kind.AUDIO, 1, AUDIO_META.pack(24000, 1) + b"\x00"), "even number"),
+        (encode_raw(Kind.AUDIO, 1, AUDIO_META.pack(1000, 1) + b"\x00\x00"), "sample rate 1000 Hz"),
+        (encode_raw(Kind.CREDIT, 1, b"\x00\x00"), "credit payload of 2 bytes"),
+        (encode_raw(99, 1, b"xyz"), "unknown frame kind 99"),
+        (encode_raw(Kind.TEXT, 1, b"x", version=2), "protocol version 2"),
+        (HEADER.pack(1, Kind.TEXT, 0, 7, 1, 1) + b"x", "reserved header byte is 7"),
+        (b"\x01\x02\x00", "message ended after 3 bytes of a 12-byte frame"),
+        (encode_raw(Kind.TEXT, 1, b"hello")[:-2], "message ended after 15 bytes of a 17-byte frame"),
+    ],
+)
+def test_malformed_frames_become_values_not_exceptions(raw: bytes, reason: str) -> None:
+    (bad,) = FrameDecoder().feed_message(BytesSource(raw))
+    assert isinstance(bad, Malformed)
+    assert reason in bad.reason
+
+
+def test_decoding_continues_after_a_malformed_frame() -> None:
+    s = Sequencer()
+    stream = s.text("a") + encode_raw(Kind.CONTROL, 1, b"{oops") + encode_raw(42, 2, b"??") + s.text("b")
+    for decoder_input in (lambda d: d.feed_message(BytesSource(stream)), lambda d: d.feed(stream)):
+        got = decoder_input(FrameDecoder())
+        assert [type(f).__name__ for f in got] == ["TextFrame", "Malformed", "Malformed", "TextFrame"]
+
+
+def test_oversize_frame_is_reported_with_the_numbers_and_skipped_without_buffering() -> None:
+    limit = 1024
+    big = encode_raw(Kind.TEXT, 5, b"x" * 5000)
+    tail = Sequencer(6).text("after")
+    dec = FrameDecoder(max_payload=limit)
+    got = []
+    for i in range(0, len(big), 100):  # arrives in pieces; never stored
+        got += dec.feed(big[i : i + 100])
+        assert dec.buffered <= HEADER_SIZE
+    got += dec.feed(tail)
+    assert isinstance(got[0], Malformed)
+    assert got[0].reason == "frame payload of 5000 bytes, expected no more than 1024"
+    assert isinstance(got[1], TextFrame) and got[1].data == b"after"
+
+
+def test_oversize_frame_in_message_mode() -> None:
+    big = encode_raw(Kind.TEXT, 5, b"x" * 2000) + Sequencer(6).text("after")
+    got = FrameDecoder(max_payload=1000).feed_message(BytesSource(big))
+    assert "expected no more than 1000" in got[0].reason
+    assert got[1].data == b"after"
+
+
+def test_truncated_stream_is_reported_at_the_end() -> None:
+    dec = FrameDecoder()
+    assert dec.feed(Sequencer().text("hello")[:-1]) == []
+    err = dec.pending_error()
+    assert err is not None and "16 bytes of a 17-byte frame" in err.reason
+
+
+def test_max_payload_must_hold_audio_metadata() -> None:
+    with pytest.raises(ValueError, match="below the 8-byte minimum"):
+        FrameDecoder(max_payload=4)
+
+
+def test_sequence_numbers_wrap_at_32_bits() -> None:
+    s = Sequencer(start=2**32 - 1)
+    a, b = s.text("x"), s.text("y")
+    assert struct.unpack_from("!I", a, 4)[0] == 2**32 - 1
+    assert struct.unpack_from("!I", b, 4)[0] == 0
+
+
+# ------------------------------------------------------------------ fuzzing
+
+frame_strategy = st.one_of(
+    st.text(max_size=40).map(lambda t: ("text", t)),
+    st.binary(max_size=64).filter(lambda b: len(b) % 2 == 0).map(lambda b: ("audio", b)),
+    st.tuples(st.text(min_size=1, max_size=8), st.text(max_size=30), st.booleans()).map(lambda t: ("tool", t)),
+    st.integers(0, 2**32 - 1).map(lambda n: ("credit", n)),
+    st.dictionaries(st.text(max_size=5).filter(lambda k: k != "type"), st.integers(), max_size=3).map(
+        lambda d: ("control", d)
+    ),
+)
+
+
+def build(items: list) -> bytes:
+    s = Sequencer()
+    out = []
+    for kind, value in items:
+        if kind == "text":
+            out.append(s.text(value))
+        elif kind == "audio":
+            out.append(s.audio(value, sample_rate=24000, item_id=1))
+        elif kind == "tool":
+            out.append(s.tool_call(value[0], value[1], name="t", final=value[2]))
+        elif kind == "credit":
+            out.append(s.credit(value))
+        else:
+            out.append(s.control("x", **value))
+    return b"".join(out)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(frame_strategy, max_size=12), st.lists(st.integers(0, 2000), max_size=6))
+def test_fuzz_valid_streams_round_trip_under_any_split(items: list, cuts: list[int]) -> None:
+    stream = build(items)
+    expected = normalise(FrameDecoder().feed_message(BytesSource(stream)))
+    assert not any(isinstance(f, Malformed) for f in expected)
+    assert len(expected) == len(items)
+    points = sorted({c % (len(stream) + 1) for c in cuts})
+    dec, got, prev = FrameDecoder(), [], 0
+    for p in [*points, len(stream)]:
+        got += dec.feed(stream[prev:p])
+        prev = p
+    assert normalise(got) == expected
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=300), st.integers(8, 256))
+def test_fuzz_garbage_never_raises_and_stays_bounded(data: bytes, limit: int) -> None:
+    dec = FrameDecoder(max_payload=limit)
+    for i in range(0, len(data), 7):
+        for f in dec.feed(data[i : i + 7]):
+            assert isinstance(
+                f, (Malformed, AudioFrame, TextFrame, ToolCallFrame, ToolResultFrame, ControlFrame, CreditFrame)
+            )
+        assert dec.buffered <= HEADER_SIZE + limit
+    dec.pending_error()
+    FrameDecoder(max_payload=limit).feed_message(BytesSource(data))
