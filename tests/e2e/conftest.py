@@ -1,120 +1,34 @@
 """End-to-end fixtures: serve.py on a free port, real browsers, request auditing.
 
-Browsers (shared/BROWSERS.md): Debian's ``chromium`` and ``firefox-esr`` when on PATH
-(Firefox through WebDriver BiDi, ``channel="moz-firefox"``), else Playwright-managed builds.
-Choose browsers with pytest-playwright's ``--browser`` (the README command runs both).
+Browsers and their flags come from ``devserver.harness`` (shared/BROWSERS.md). Choose them
+with pytest-playwright's ``--browser`` (the README's test command runs both).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import shutil
-import subprocess
-import sys
-import threading
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import pytest
 from playwright.sync_api import Page
 
-ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-]
-FIREFOX_PREFS = {
-    "media.cubeb.force_mock_context": True,  # an audio backend without a sound card
-    "media.autoplay.default": 0,
-    "media.autoplay.blocking_policy": 0,
-    "media.autoplay.block-webaudio": False,
-    "media.navigator.streams.fake": True,
-    "media.navigator.permission.disabled": True,
-}
-SERVER_START_TIMEOUT_S = 30
+from devserver.harness import Server, launch_args, start_server
+
 SESSION_TIMEOUT_MS = 90_000
-
-
-@dataclass
-class Server:
-    url: str
-    proc: subprocess.Popen
-
-    @property
-    def host(self) -> str:
-        return urlsplit(self.url).netloc
-
-    def stats(self, conn_id: int | None = None) -> dict[str, Any]:
-        suffix = f"?id={conn_id}" if conn_id is not None else ""
-        with urllib.request.urlopen(self.url + "stats" + suffix, timeout=10) as r:
-            return json.load(r)
-
-    def wait_closed(self, conn_id: int, timeout: float = 30) -> dict[str, Any]:
-        """Stats of a connection once the server has recorded its end."""
-        deadline = time.monotonic() + timeout
-        while True:
-            st = self.stats(conn_id)
-            if not st["open"] or time.monotonic() > deadline:
-                return st
-            time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")
 def server() -> Iterator[Server]:
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "serve.py"), "--port", "0"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    first: list[str] = []
-    reader = threading.Thread(target=lambda: first.append(proc.stdout.readline()), daemon=True)
-    reader.start()
-    reader.join(SERVER_START_TIMEOUT_S)
-    match = re.search(r"http://\S+/", first[0]) if first else None
-    if match is None:
-        proc.kill()
-        raise RuntimeError(f"serve.py did not start: {first!r} {proc.stderr.read() if proc.poll() is not None else ''}")
-    threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe drained
-    yield Server(match.group(0), proc)
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    srv = start_server()
+    yield srv
+    srv.stop()
 
 
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args: dict, browser_name: str) -> dict:
-    args = dict(browser_type_launch_args)
-    if browser_name == "chromium":
-        exe = os.environ.get("PYCLIENT_CHROMIUM") or shutil.which("chromium")
-        if exe:
-            args["executable_path"] = exe
-        args["args"] = [*args.get("args", []), *CHROMIUM_FLAGS]
-    elif browser_name == "firefox":
-        exe = os.environ.get("PYCLIENT_FIREFOX") or shutil.which("firefox-esr")
-        if exe:
-            args["executable_path"] = exe
-            args["channel"] = "moz-firefox"
-        args["firefox_user_prefs"] = {**args.get("firefox_user_prefs", {}), **FIREFOX_PREFS}
-    return args
+    return launch_args(browser_name, browser_type_launch_args)
 
 
 @dataclass

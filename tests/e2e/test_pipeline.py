@@ -99,3 +99,13 @@ def test_transcript_is_text_never_html(demo: Demo) -> None:
     demo.wait_ended()
     assert demo.page.evaluate("document.querySelectorAll('#transcript *').length") == 0
     demo.watch.assert_clean()
+
+
+def test_readme_minimal_page_works(demo: Demo) -> None:
+    demo.page.goto(demo.server.url + "minimal.html")
+    s = demo.wait_ended()
+    assert s["state"] == "closed" and s["tools"]["results_sent"] == 2 and s["tools"]["errors"] == 0
+    server = demo.server.wait_closed(s["server"]["connection_id"])
+    assert all(r["as_expected"] for r in server["tool_results"]), server["tool_results"]
+    assert demo.transcript() and demo.page.locator(".tool-card.ok").count() == 2
+    demo.watch.assert_clean()
