@@ -86,11 +86,13 @@ async def stats(request: web.Request) -> web.Response:
 
 
 def _limit_send_buffer(request: web.Request, nbytes: int) -> None:
-    """Keep the kernel's send buffer small so that a stalled reader stalls our sends quickly."""
+    """Keep the kernel's buffers small: a stalled reader stalls our sends quickly, and a stalled
+    server (``upload``) backs the client's sends up quickly."""
     transport = request.transport
     sock = transport.get_extra_info("socket") if transport else None
     if sock is not None and nbytes > 0:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, nbytes)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, nbytes)
     if transport is not None:
         transport.set_write_buffer_limits(high=nbytes or DEFAULT_SNDBUF)
 
@@ -104,7 +106,7 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     _limit_send_buffer(request, request.app[SNDBUF])
     st = request.app[STATS].open(scenario, params, ws.ws_protocol)
-    session = Session(ws, st, credit=ws.ws_protocol == SUBPROTOCOL_CREDIT)
+    session = Session(ws, st, credit=ws.ws_protocol == SUBPROTOCOL_CREDIT, transport=request.transport)
     receiver = asyncio.create_task(session.receive_loop())
     try:
         run = SCENARIOS.get(scenario)

@@ -174,10 +174,16 @@ async def voice(s: Session, p: Params) -> None:
 
 
 async def flood(s: Session, p: Params) -> None:
-    """Audio as fast as the socket takes it: up to ``mb`` MB within ``seconds`` s."""
+    """Audio as fast as the socket takes it: up to ``mb`` MB within ``seconds`` s.
+
+    ``text_every=N`` sends a text token after every N audio frames and ``tool_every=M`` a
+    calculator call after every M: text and tools must survive any audio overflow policy.
+    """
     rng = p.rng()
     limit = int(p.num("mb", 50.0, 0.001, 10_000.0) * 1_000_000)
     seconds = p.num("seconds", 30.0, 0.1, 3600.0)
+    text_every = p.num("text_every", 0, 0, 1_000_000, int)
+    tool_every = p.num("tool_every", 0, 0, 1_000_000, int)
     rate = VOICE_RATE
     per_frame = rate * FRAME_MS // 1000
     bank = [_synth_frame(rng, i * per_frame, per_frame, rate, 180.0) for i in range(50)]
@@ -186,7 +192,31 @@ async def flood(s: Session, p: Params) -> None:
     while s.stats.audio_samples_sent * 2 < limit and time.monotonic() < deadline:
         await s.audio(bank[i % len(bank)], sample_rate=rate, item_id=1)
         i += 1
+        if text_every and i % text_every == 0:
+            await s.text(f"{i // text_every}{rng.choice(_WORDS)} ")
+        if tool_every and i % tool_every == 0:
+            a, b = rng.randint(2, 999), rng.randint(2, 999)
+            await s.tool_call("calculator", {"expression": f"{a} * {b}"}, _calc_expect(a, b))
     await s.control("end_of_turn", item_id=1)
+
+
+async def upload(s: Session, p: Params) -> None:
+    """Send-side backpressure: the server stops reading for ``hold`` s while it asks for
+    ``calls`` tool results of ``kb`` KiB each (the demo's ``repeat`` tool)."""
+    hold = p.num("hold", 3.0, 0.0, 120.0)
+    calls = p.num("calls", 8, 1, 1000, int)
+    kb = p.num("kb", 256, 1, 1024, int)
+    s.pause_reading()
+    for _ in range(calls):
+        expected = kb * 1024
+
+        def check(frame: Any, expected: int = expected) -> bool:
+            return frame.ok and isinstance(frame.result, str) and len(frame.result) == expected
+
+        await s.tool_call("repeat", {"text": "0123456789abcdef" * 64, "times": kb}, check)
+    await s.text(f"asked for {calls} results of {kb} KiB while not reading for {hold} s. ")
+    await asyncio.sleep(hold)
+    s.resume_reading()
 
 
 async def faults(s: Session, p: Params) -> None:
@@ -220,4 +250,5 @@ SCENARIOS: dict[str, Callable[[Session, Params], Awaitable[None]]] = {
     "voice": voice,
     "flood": flood,
     "faults": faults,
+    "upload": upload,
 }

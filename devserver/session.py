@@ -33,8 +33,9 @@ TOOL_ARG_FRAGMENTS = 3
 
 
 class Session:
-    def __init__(self, ws: web.WebSocketResponse, stats: ConnectionStats, credit: bool) -> None:
+    def __init__(self, ws: web.WebSocketResponse, stats: ConnectionStats, credit: bool, transport: Any = None) -> None:
         self.ws = ws
+        self.transport = transport
         self.stats = stats
         self.seq = Sequencer()
         self.credit: CreditBalance | None = CreditBalance() if credit else None
@@ -42,6 +43,8 @@ class Session:
         self._pending: dict[str, dict[str, Any]] = {}
         self._results_changed = asyncio.Event()
         self.closed = asyncio.Event()
+        self._reading = asyncio.Event()
+        self._reading.set()
         self.interrupts = 0
 
     # ------------------------------------------------------------------ sending
@@ -49,19 +52,25 @@ class Session:
     async def send(self, frame: bytes) -> None:
         if self.credit is not None and not self.credit.can_send(len(frame)):
             self.stats.credit_waits += 1
-            t0 = time.monotonic()
-            while not self.credit.can_send(len(frame)):
-                if self.closed.is_set():
-                    raise ConnectionResetError("client went away while the server waited for credit")
-                self._credit_changed.clear()
-                await self._credit_changed.wait()
-            self.stats.credit_wait_s += time.monotonic() - t0
+            t0 = self.stats.credit_blocked_since = time.monotonic()
+            try:
+                while not self.credit.can_send(len(frame)):
+                    if self.closed.is_set():
+                        raise ConnectionResetError("client went away while the server waited for credit")
+                    self._credit_changed.clear()
+                    await self._credit_changed.wait()
+            finally:
+                self.stats.credit_blocked_since = None
+                self.stats.credit_wait_s += time.monotonic() - t0
         if self.credit is not None:
             self.credit.spend(len(frame))
         if self.ws.closed:
             raise ConnectionResetError("socket closed")
-        t0 = time.monotonic()
-        await self.ws.send_bytes(frame)
+        t0 = self.stats.send_blocked_since = time.monotonic()
+        try:
+            await self.ws.send_bytes(frame)
+        finally:
+            self.stats.send_blocked_since = None
         self.stats.on_sent(len(frame), time.monotonic() - t0)
 
     async def text(self, data: str | bytes) -> None:
@@ -110,10 +119,25 @@ class Session:
 
     # ------------------------------------------------------------------ receiving
 
+    def pause_reading(self) -> None:
+        """Stop reading the socket: the client's sends back up in TCP, then in the browser."""
+        self._reading.clear()
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.resume_reading()
+        self._reading.set()
+
     async def receive_loop(self) -> None:
         decoder = FrameDecoder()
         try:
-            async for msg in self.ws:
+            while True:
+                await self._reading.wait()
+                msg = await self.ws.receive()
+                if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                    break
                 if msg.type == WSMsgType.BINARY:
                     self.stats.bytes_received += len(msg.data)
                     for frame in decoder.feed_message(BytesSource(msg.data)):
@@ -122,6 +146,7 @@ class Session:
                     self.stats.errors.append("client sent a text message; the protocol is binary")
                 elif msg.type == WSMsgType.ERROR:
                     self.stats.errors.append(f"socket error: {self.ws.exception()!r}")
+                    break
         finally:
             self.closed.set()
             self._credit_changed.set()

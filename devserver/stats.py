@@ -46,6 +46,12 @@ class ConnectionStats:
     _audio_sha: Any = field(default_factory=hashlib.sha256, repr=False)
     _timeline: deque = field(default_factory=lambda: deque(maxlen=TIMELINE_POINTS), repr=False)
     _last_point: float = 0.0
+    send_blocked_since: float | None = None  # monotonic time a send began waiting, if it is
+    credit_blocked_since: float | None = None
+
+    def _live(self, total: float, since: float | None) -> float:
+        """A wait total including the wait in progress right now."""
+        return total + (time.monotonic() - since if since is not None else 0.0)
 
     def on_text(self, data: bytes) -> None:
         self.text_frames_sent += 1
@@ -69,7 +75,15 @@ class ConnectionStats:
         now = time.monotonic() if now is None else now
         self._last_point = now
         self._timeline.append(
-            (round(time.time() - self.started, 3), self.bytes_sent, round(self.send_wait_s + self.credit_wait_s, 4))
+            (
+                round(time.time() - self.started, 3),
+                self.bytes_sent,
+                round(
+                    self._live(self.send_wait_s, self.send_blocked_since)
+                    + self._live(self.credit_wait_s, self.credit_blocked_since),
+                    4,
+                ),
+            )
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -84,7 +98,7 @@ class ConnectionStats:
             "close_code": self.close_code,
             "bytes_sent": self.bytes_sent,
             "frames_sent": self.frames_sent,
-            "send_wait_s": round(self.send_wait_s, 4),
+            "send_wait_s": round(self._live(self.send_wait_s, self.send_blocked_since), 4),
             "bytes_received": self.bytes_received,
             "frames_received": self.frames_received,
             "malformed_received": self.malformed_received,
@@ -99,7 +113,7 @@ class ConnectionStats:
             "audio_sha256": self._audio_sha.hexdigest(),
             "credit_granted": self.credit_granted,
             "credit_waits": self.credit_waits,
-            "credit_wait_s": round(self.credit_wait_s, 4),
+            "credit_wait_s": round(self._live(self.credit_wait_s, self.credit_blocked_since), 4),
             "client_hello": self.client_hello,
             "controls_received": self.controls_received[-50:],
             "mic_samples_received": self.mic_samples_received,

@@ -12,6 +12,7 @@ from typing import Any
 
 MAX_EXPRESSION_CHARS = 200
 MAX_EXPONENT = 64
+MAX_REPEAT_CHARS = 1 << 20
 
 _BINARY = {
     ast.Add: operator.add,
@@ -51,7 +52,15 @@ def _eval(node: ast.AST) -> Any:
     raise ValueError(f"unsupported syntax: {type(node).__name__}")
 
 
+def repeat(text: str, times: int) -> str:
+    """``text`` repeated ``times`` times (at most 1 MiB): exercises large tool results."""
+    if times < 0 or len(text) * times > MAX_REPEAT_CHARS:
+        raise ValueError(f"{len(text)} x {times} characters, limit is {MAX_REPEAT_CHARS}")
+    return text * times
+
+
 def register(registry: Any) -> None:
     """Register the demo tools on a ``pyclient.ToolRegistry``."""
     registry.register(clock)
     registry.register(calculator)
+    registry.register(repeat)

@@ -1,9 +1,11 @@
 """The demo page, built on pyclient's public API only.
 
-Query parameters: ``scenario`` (chat | voice | flood), ``transport`` (auto | websocketstream |
-websocket), ``audio`` (auto | sab | postmessage), ``autostart=1`` to connect on load; server
-parameters (turns, tokens, burst, pause, badtool, seconds, rate, jitter, mb, seed, credit)
-are passed on to ``/ws``.
+Query parameters for the page: ``scenario`` (chat | voice | flood | faults | upload),
+``transport`` (auto | websocketstream | websocket), ``audio`` (auto | sab | postmessage),
+``throttle`` (playback speed in (0, 1], a simulated slow device), ``queue_kb`` (the classic
+WebSocket's receive-queue bound), ``client_credit`` (1: offer credit flow control on every
+transport, 0: never; default: on the classic WebSocket only), ``autostart=1`` to connect on
+load. Every other parameter (turns, seconds, mb, credit, ...) is passed on to ``/ws``.
 """
 
 import asyncio
@@ -15,13 +17,17 @@ from pyodide.ffi import create_proxy
 import pyclient
 from pyclient.browser import websocketstream_available
 
-SERVER_PARAMS = ("turns", "tokens", "burst", "pause", "badtool", "seconds", "rate", "jitter", "mb", "seed", "credit")
+PAGE_PARAMS = ("scenario", "transport", "audio", "throttle", "autostart", "queue_kb", "client_credit")
+THROTTLED_SPEED = 0.25
 READOUT_MS = 250
 
 query = js.URLSearchParams.new(js.window.location.search)
 doc = js.document
-ui = {name: doc.getElementById(name) for name in ("scenario", "transport", "connect", "disconnect", "interrupt")}
-current: dict = {"client": None}
+ui = {
+    name: doc.getElementById(name)
+    for name in ("scenario", "transport", "connect", "disconnect", "interrupt", "throttle")
+}
+current: dict = {"client": None, "speed": float(query.get("throttle") or 1.0)}
 _keep = []  # event-handler proxies live as long as the page
 
 
@@ -39,9 +45,9 @@ def set_status(text, cls=""):
 def ws_url():
     q = js.URLSearchParams.new()
     q.set("scenario", ui["scenario"].value)
-    for name in SERVER_PARAMS:
-        if param(name) is not None:
-            q.set(name, param(name))
+    for name in query:
+        if name not in PAGE_PARAMS:
+            q.set(name, query.get(name))
     return "/ws?" + q.toString()
 
 
@@ -56,11 +62,20 @@ async def connect():
         return
     doc.getElementById("transcript").replaceChildren()
     doc.getElementById("tools").replaceChildren()
+    options = {}
+    if param("queue_kb"):
+        options["receive_queue_bytes"] = int(param("queue_kb")) * 1024
+    if param("client_credit"):
+        options["credit"] = {"1": True, "0": False}.get(param("client_credit"), "auto")
+    audio = param("audio", "auto")
     client = pyclient.Client(
         transport=ui["transport"].value,
         transcript="transcript",
         tool_cards="tools",
-        audio_mode=param("audio", "auto"),
+        audio=audio != "off",
+        audio_mode=audio if audio != "off" else "auto",
+        playback_speed=current["speed"],
+        **options,
     )
     demo_tools.register(client.tools)
     current["client"] = client
@@ -132,6 +147,12 @@ def update_readout(*_):
         table.appendChild(tr)
 
 
+def show_throttle():
+    slow = current["speed"] < 1.0
+    ui["throttle"].textContent = f"Playback at {current['speed']:g}x" if slow else "Throttle playback"
+    ui["throttle"].classList.toggle("active", slow)
+
+
 def on(el, event, coro_fn):
     handler = create_proxy(lambda *_: asyncio.ensure_future(coro_fn()))
     _keep.append(handler)
@@ -149,6 +170,15 @@ def main():
             current["client"].interrupt()
 
     on(ui["interrupt"], "click", interrupt)
+
+    async def throttle():
+        current["speed"] = 1.0 if current["speed"] < 1.0 else THROTTLED_SPEED
+        show_throttle()
+        if current["client"] is not None:
+            current["client"].throttle_playback(current["speed"])
+
+    on(ui["throttle"], "click", throttle)
+    show_throttle()
     tick = create_proxy(update_readout)
     _keep.append(tick)
     js.setInterval(tick, READOUT_MS)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ..errors import UsageError
 from ..events import AudioChunk
 from .jsutil import import_module, js_object
 
@@ -52,6 +53,7 @@ class AudioSink:
         self.interrupted_items: set[int] = set()
         self.current_item: int | None = None
         self._played_before = 0  # samples played by players already closed (rate changes)
+        self.speed = 1.0
 
     async def _start(self, rate: int) -> None:
         if self._module is None:
@@ -65,6 +67,7 @@ class AudioSink:
             self.rate_changes += 1
         opts = js_object(streamRate=rate, capacity=self.capacity, mode=self.mode, prebufferMs=self.prebuffer_ms)
         self.player = await self._module.createPlayer(opts)
+        self.player.setSpeed(self.speed)
         self.rate = rate
 
     async def write(self, chunk: AudioChunk) -> None:
@@ -82,7 +85,7 @@ class AudioSink:
             return
         self.current_item = chunk.item_id
         player, total, off = self.player, chunk.samples, 0
-        while off < total:
+        while off < total and not player.closed:
             off += player.write(chunk.pcm, off)
             if off < total:
                 t0 = time.monotonic()
@@ -91,6 +94,14 @@ class AudioSink:
         self.samples_received += total
         if chunk.final:
             player.endItem()
+
+    def set_speed(self, factor: float) -> None:
+        """Consume at ``factor`` x real time (0 < factor <= 1): simulates a slow device."""
+        if not 0 < factor <= 1:
+            raise UsageError(f"playback speed must be in (0, 1], got {factor}")
+        self.speed = factor
+        if self.player is not None:
+            self.player.setSpeed(factor)
 
     def flush(self, item_id: int | None = None) -> int:
         """Drop queued audio now (barge-in); late frames of ``item_id`` are discarded too."""

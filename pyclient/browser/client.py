@@ -73,6 +73,20 @@ def absolute_ws_url(url: str) -> str:
     return js.URL.new(url, f"{scheme}//{loc.host}{loc.pathname}").href
 
 
+def memory_stats() -> dict[str, int | None]:
+    """Pyodide's WebAssembly memory, and the JS heap where the browser tells (Chromium)."""
+    wasm = None
+    try:
+        import pyodide_js
+
+        wasm = int(pyodide_js._module.HEAPU8.byteLength)
+    except Exception:  # not in Pyodide, or its internals moved
+        pass
+    perf_memory = getattr(js.performance, "memory", None)
+    heap = int(perf_memory.usedJSHeapSize) if perf_memory is not None else None
+    return {"wasm_bytes": wasm, "js_heap_used": heap}
+
+
 class Client:
     """A streaming connection to an AI server speaking docs/PROTOCOL.md.
 
@@ -92,7 +106,8 @@ class Client:
         audio_mode: str = "auto",
         ring_capacity: int = DEFAULT_RING_CAPACITY,
         prebuffer_ms: float = DEFAULT_PREBUFFER_MS,
-        credit: bool = True,
+        playback_speed: float = 1.0,
+        credit: bool | str = "auto",
         credit_window: int = DEFAULT_CREDIT_WINDOW,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         receive_queue_bytes: int = DEFAULT_RECEIVE_QUEUE_BYTES,
@@ -120,6 +135,8 @@ class Client:
         self.renderer = TokenRenderer(resolve_element(transcript))
         self.cards = ToolCards(resolve_element(tool_cards))
         self.audio = AudioSink(assets_url, audio_mode, ring_capacity, prebuffer_ms) if audio else None
+        if self.audio is not None and playback_speed != 1.0:
+            self.audio.set_speed(playback_speed)
         self.executor = ToolExecutor(self.tools)
         self.transport: Any = None
         self.transport_name: str | None = None
@@ -181,7 +198,8 @@ class Client:
             self.transport_name = choose_transport(self.transport_preference)
             if protocols is None:
                 protocols = [SUBPROTOCOL]
-                if self.transport_name == WEBSOCKET and self._options["credit"]:
+                credit = self._options["credit"]
+                if credit is True or (credit == "auto" and self.transport_name == WEBSOCKET):
                     protocols.insert(0, SUBPROTOCOL_CREDIT)
             opts = {k: self._options[k] for k in ("receive_queue_bytes", "send_high", "send_low")}
             self.transport = make_transport(self.transport_name, **opts)
@@ -232,6 +250,11 @@ class Client:
         """Barge-in from the client: flush queued audio now; returns samples dropped."""
         return self.audio.flush() if self.audio is not None else 0
 
+    def throttle_playback(self, factor: float) -> None:
+        """Play audio at ``factor`` x real time (0 < factor <= 1) to simulate a slow device."""
+        if self.audio is not None:
+            self.audio.set_speed(factor)
+
     def stats(self) -> dict[str, Any]:
         d = self.demux.stats
         buffered = self.buffered_bytes()
@@ -276,6 +299,7 @@ class Client:
             "close": self.close_info,
             "error": self.error,
             "internal_errors": list(self.internal_errors),
+            "memory": memory_stats(),
         }
 
     def buffered_bytes(self) -> int:

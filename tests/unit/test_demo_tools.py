@@ -25,3 +25,9 @@ def test_calculator_refuses_anything_else(expr: str) -> None:
 
 def test_clock_is_iso8601() -> None:
     assert datetime.datetime.fromisoformat(demo_tools.clock()).tzinfo is not None
+
+
+def test_repeat_is_bounded() -> None:
+    assert demo_tools.repeat("ab", 3) == "ababab"
+    with pytest.raises(ValueError, match="limit is 1048576"):
+        demo_tools.repeat("x" * 1024, 1025)

@@ -7,7 +7,8 @@
 
 import {
   CTL_WRITE, CTL_READ, CTL_EPOCH, CTL_EPOCH_ACK, CTL_PLAYED, CTL_UNDERRUNS, CTL_SILENCE,
-  CTL_ITEM_END, CTL_PREBUFFER, CTL_PLAYING, CTL_QUANTA, CTL_CHECKSUM, CTL_FLUSHED, CTL_SLOTS,
+  CTL_ITEM_END, CTL_PREBUFFER, CTL_PLAYING, CTL_QUANTA, CTL_CHECKSUM, CTL_FLUSHED, CTL_SPEED,
+  CTL_THROTTLED, CTL_SLOTS,
 } from "./ring-layout.js";
 
 const WORKLET_URL = new URL("./player-worklet.js", import.meta.url).href;
@@ -141,6 +142,12 @@ class Player {
     this.setCtl(CTL_PREBUFFER, samples, "prebuffer");
   }
 
+  // Consume at `factor` x real time (0 < factor <= 1): a simulated slow device.
+  setSpeed(factor) {
+    const permille = Math.max(1, Math.min(1000, Math.round(factor * 1000)));
+    this.setCtl(CTL_SPEED, permille, "speed");
+  }
+
   setCtl(slot, value, message) {
     if (this.mode === "sab") Atomics.store(this.ctl, slot, value);
     else {
@@ -180,6 +187,8 @@ class Player {
       checksum: Atomics.load(c, CTL_CHECKSUM) >>> 0,
       epoch: Atomics.load(c, CTL_EPOCH),
       epoch_ack: Atomics.load(c, CTL_EPOCH_ACK),
+      speed: (Atomics.load(c, CTL_SPEED) || 1000) / 1000,
+      throttled_quanta: Atomics.load(c, CTL_THROTTLED) >>> 0,
     };
   }
 

@@ -17,8 +17,8 @@
 
 import {
   CTL_WRITE, CTL_READ, CTL_EPOCH, CTL_EPOCH_ACK, CTL_PLAYED, CTL_UNDERRUNS, CTL_SILENCE,
-  CTL_ITEM_END, CTL_PREBUFFER, CTL_PLAYING, CTL_QUANTA, CTL_CHECKSUM, CTL_FLUSHED, CTL_SLOTS,
-  checksumStep,
+  CTL_ITEM_END, CTL_PREBUFFER, CTL_PLAYING, CTL_QUANTA, CTL_CHECKSUM, CTL_FLUSHED, CTL_SPEED,
+  CTL_THROTTLED, CTL_SLOTS, checksumStep,
 } from "./ring-layout.js";
 
 const REPORT_EVERY_QUANTA = 4; // postMessage mode: counters back to the main thread
@@ -51,6 +51,7 @@ class PlayerProcessor extends AudioWorkletProcessor {
     this.b = 0;          // resampler: sample at the right of the phase
     this.frac = 0;       // resampler: phase in [0, 1)
     this.primed = false; // resampler: a/b hold real samples
+    this.speedAcc = 0;   // throttling: permille accumulated towards the next rendered quantum
   }
 
   // postMessage mode only: the main thread is the producer, this handler writes the ring.
@@ -64,6 +65,7 @@ class PlayerProcessor extends AudioWorkletProcessor {
     }
     if (msg.itemEnd !== undefined) ctl[CTL_ITEM_END] = msg.itemEnd;
     if (msg.prebuffer !== undefined) ctl[CTL_PREBUFFER] = msg.prebuffer;
+    if (msg.speed !== undefined) ctl[CTL_SPEED] = msg.speed;
     if (msg.flush) ctl[CTL_EPOCH] = (ctl[CTL_EPOCH] + 1) | 0;
   }
 
@@ -97,6 +99,20 @@ class PlayerProcessor extends AudioWorkletProcessor {
       if (this.playing) this.tail = this.fadeLen;
       this.playing = false;
       this.primed = false;
+    }
+
+    // Throttled (simulated slow device): render only speed/1000 of the quanta.
+    const speed = Atomics.load(ctl, CTL_SPEED);
+    if (speed > 0 && speed < 1000) {
+      this.speedAcc += speed;
+      if (this.speedAcc < 1000) {
+        out.fill(0);
+        for (let c = 1; c < outputs[0].length; c++) outputs[0][c].fill(0);
+        Atomics.add(ctl, CTL_THROTTLED, 1);
+        this.reportIfFallback(ctl);
+        return true;
+      }
+      this.speedAcc -= 1000;
     }
 
     const st = this.state || (this.state = { r: 0, avail: 0, played: 0, sum: 0, s: 0 });
@@ -178,12 +194,16 @@ class PlayerProcessor extends AudioWorkletProcessor {
     if (silent && st.r !== itemEnd) Atomics.add(ctl, CTL_SILENCE, silent);
     Atomics.store(ctl, CTL_PLAYING, this.playing ? 1 : 0);
 
+    this.reportIfFallback(ctl);
+    return true;
+  }
+
+  reportIfFallback(ctl) {
     if (this.mode !== "sab" && ctl[CTL_QUANTA] % REPORT_EVERY_QUANTA === 0) {
       // Fallback mode only: this allocates a structured clone, which is the price of no SAB.
       this.report.set(ctl);
       this.port.postMessage(this.report);
     }
-    return true;
   }
 }
 

@@ -31,6 +31,9 @@ export const CTL_PLAYING = 9;      // consumer: 1 while rendering, 0 while (re)p
 export const CTL_QUANTA = 10;      // consumer: render quanta processed (liveness)
 export const CTL_CHECKSUM = 11;    // consumer: running checksum of rendered samples (see below)
 export const CTL_FLUSHED = 12;     // consumer: samples discarded by flushes
+export const CTL_SPEED = 13;       // producer: consumption speed in permille (0 or 1000 = real time);
+                                   // below 1000 the consumer skips quanta: a simulated slow device
+export const CTL_THROTTLED = 14;   // consumer: quanta skipped because of CTL_SPEED
 export const CTL_SLOTS = 16;
 
 // Running checksum over every sample value rendered, in order:

@@ -1,0 +1,164 @@
+"""Backpressure end to end: bounded client buffers, a stalled server, nothing lost or dropped.
+
+The consumer is made slow on purpose: ``throttle=0.5`` plays audio at half real time (24 KB/s
+of PCM16 at 24 kHz) -- a simulated slow device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+
+import pytest
+
+from .conftest import Demo
+
+pytestmark = pytest.mark.e2e
+
+RING_BYTES = 65536 * 2  # default ring capacity in samples x 2 bytes
+BOUND = 1024 * 1024 + RING_BYTES  # issue goal: 1 MB plus the ring capacity
+SMALL_FLOOD = {"scenario": "flood", "mb": 0.35, "seconds": 60, "throttle": 0.5}
+
+
+def assert_nothing_lost(demo: Demo, s: dict) -> dict:
+    """Every sample the server sent was played or is still queued in the ring."""
+    server = demo.server.wait_closed(s["server"]["connection_id"])
+    a = s["audio"]
+    assert a["samples_played"] + a["ring_fill"] == server["audio_samples_sent"], (a, server["audio_samples_sent"])
+    assert s["receive"].get("dropped_frames", 0) == 0
+    assert s["seq_gaps"] == 0 and s["malformed"] == 0
+    return server
+
+
+@pytest.mark.only_browser("chromium")
+def test_websocketstream_small_flood_is_bounded_and_lossless(demo: Demo) -> None:
+    demo.open(**SMALL_FLOOD)
+    s = demo.wait_ended()
+    assert s["state"] == "closed" and s["transport"] == "websocketstream"
+    assert s["buffered_bytes_max"] <= BOUND
+    assert_nothing_lost(demo, s)
+    demo.watch.assert_clean()
+
+
+@pytest.mark.parametrize("transport", ["websocket"])
+def test_credit_flow_control_small_flood_is_bounded_and_lossless(demo: Demo, transport: str) -> None:
+    demo.open(**SMALL_FLOOD, transport=transport)
+    s = demo.wait_ended()
+    assert s["state"] == "closed" and s["protocol"] == "pyclient.v1.credit"
+    assert s["buffered_bytes_max"] <= min(BOUND, s["credit"]["window"])
+    server = assert_nothing_lost(demo, s)
+    assert server["bytes_sent"] <= server["credit_granted"]
+    demo.watch.assert_clean()
+
+
+@pytest.mark.parametrize("transport", ["auto", "websocket"])
+def test_slow_consumer_stalls_the_server_not_the_page(demo: Demo, transport: str, browser_name: str) -> None:
+    if browser_name == "firefox" and transport == "auto":
+        pytest.skip("auto is websocket in Firefox: covered by the other parameter")
+    # A flood far larger than any buffer on the way; the consumer plays at half speed.
+    demo.open(scenario="flood", mb=50, seconds=120, throttle=0.5, transport=transport)
+    demo.wait_for("s.state === 'open' && s.audio.samples_played > 24000 * 2")
+    conn = demo.stats()["server"]["connection_id"]
+    before = demo.server.stats(conn)
+    s = demo.wait_for(f"s.audio.samples_played > {demo.stats()['audio']['samples_played']} + 24000 * 2")
+    after = demo.server.stats(conn)
+    waited = (after["send_wait_s"] + after["credit_wait_s"]) - (before["send_wait_s"] + before["credit_wait_s"])
+    # The server spent most of that window waiting for the socket (or for credit) ...
+    assert waited > 1.0, (before, after)
+    assert after["bytes_sent"] < 50_000_000 / 4
+    # ... while the page held no more than its bound.
+    assert s["buffered_bytes_max"] <= BOUND
+    assert s["memory"]["wasm_bytes"] is None or s["memory"]["wasm_bytes"] < 256 * 1024 * 1024
+    demo.page.click("#disconnect")
+    assert demo.wait_ended()["state"] == "closed"
+    demo.watch.assert_clean()
+
+
+def test_overflow_drops_only_audio_never_text_or_tools(demo: Demo) -> None:
+    # A server without credit support and a small receive queue: the queue must overflow.
+    demo.open(
+        scenario="flood",
+        mb=0.6,
+        seconds=60,
+        throttle=0.5,
+        transport="websocket",
+        credit=0,
+        queue_kb=64,
+        text_every=10,
+        tool_every=150,
+    )
+    s = demo.wait_ended()
+    assert s["state"] == "closed" and s["protocol"] == "pyclient.v1"
+    server = demo.server.wait_closed(s["server"]["connection_id"])
+    r = s["receive"]
+    assert r["dropped_frames"] > 0 and r["dropped_samples"] > 0
+    # Accounting is complete: played + queued + dropped == sent.
+    a = s["audio"]
+    assert a["samples_played"] + a["ring_fill"] + r["dropped_samples"] == server["audio_samples_sent"]
+    # Text and tools survived the overflow whole.
+    text = demo.transcript()
+    assert hashlib.sha256(text.encode()).hexdigest() == server["text_sha256"]
+    assert server["tool_calls_sent"] >= 3
+    assert server["tool_results_received"] == server["tool_calls_sent"]
+    assert all(x["as_expected"] for x in server["tool_results"])
+    assert s["seq_gaps"] == 0 and s["malformed"] == 0
+    assert s["buffered_bytes_max"] <= 64 * 1024 + 1024 * (1 + r["over_bound"])
+    demo.watch.assert_clean()
+
+
+@pytest.mark.parametrize("transport", ["websocket"])
+def test_send_side_waits_above_the_high_water_mark(demo: Demo, transport: str) -> None:
+    # The server stops reading for 6 s and asks for 40 results of 512 KiB: 20 MiB uphill,
+    # more than the kernel buffers on the way can hide.
+    demo.open(scenario="upload", calls=40, kb=512, hold=6, transport=transport)
+    s = demo.wait_ended()
+    assert s["state"] == "closed"
+    send = s["send"]
+    assert send["send_waits"] > 0 and send["send_wait_s"] > 0.1
+    # bufferedAmount never went beyond the high-water mark plus one message.
+    assert s["receive"]["buffered_amount_max"] <= 256 * 1024 + 512 * 1024 + 1024
+    server = demo.server.wait_closed(s["server"]["connection_id"])
+    assert server["tool_results_received"] == 40 and all(x["as_expected"] for x in server["tool_results"])
+    demo.watch.assert_clean()
+
+
+@pytest.mark.only_browser("chromium")
+def test_tee_buffers_without_bound_where_routing_does_not(demo: Demo) -> None:
+    """A tee()'d demux (audio branch slow, text branch fast) vs. ours, on the same flood."""
+    demo.page.goto(demo.server.url)  # the demo page, not connected
+    tee = demo.page.evaluate(
+        """async (url) => {
+          const wss = new WebSocketStream(url, {protocols: ['pyclient.v1']});
+          const {readable} = await wss.opened;
+          const [audio, text] = readable.tee();
+          let fast = 0, slow = 0;
+          const samples = [];
+          const t0 = performance.now();
+          const timer = setInterval(() => samples.push(fast - slow), 1000);
+          // Fast branch: reads everything at once (the text renderer of a tee'd design).
+          (async () => { const r = text.getReader();
+            for (;;) { const {done, value} = await r.read(); if (done) break; fast += value.byteLength; } })();
+          // Slow branch: consumes at real-time audio speed, 48 KB/s.
+          const r = audio.getReader();
+          while (performance.now() - t0 < 5000) {
+            const {done, value} = await r.read(); if (done) break; slow += value.byteLength;
+            const due = t0 + (slow / 48000) * 1000;
+            if (due > performance.now()) await new Promise(ok => setTimeout(ok, due - performance.now()));
+          }
+          clearInterval(timer);
+          wss.close();
+          return {fast, slow, buffered: fast - slow, samples};
+        }""",
+        demo.server.url.replace("http", "ws") + "ws?scenario=flood&mb=50&seconds=10",
+    )
+    # Ours, same flood, same 3 s, consuming at the same real-time speed.
+    demo.open(scenario="flood", mb=50, seconds=10)
+    s = demo.wait_for("s.audio.samples_played > 24000 * 3")
+    ours = s["buffered_bytes_max"]
+    demo.page.click("#disconnect")
+    # The slow branch's queue grew all along, with the server's speed, past the bound.
+    grew = tee["samples"]
+    assert len(grew) >= 2 and all(b > a for a, b in itertools.pairwise(grew)), tee
+    assert tee["buffered"] > 2 * BOUND, tee
+    assert ours <= BOUND
+    demo.watch.assert_clean()
