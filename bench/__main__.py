@@ -6,6 +6,7 @@ import importlib
 import sys
 
 PROGRAMS = {
+    "backpressure": "bench.backpressure",
     "screenshot": "bench.screenshot",
 }
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import array
+import functools
 import hashlib
 import itertools
+import operator
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -12,6 +16,25 @@ from typing import Any
 TIMELINE_POINTS = 2_000  # bounded: one point per TIMELINE_STEP_S at most
 TIMELINE_STEP_S = 0.1
 RECENT_CONNECTIONS = 64
+
+
+MOD32 = 1 << 32
+
+
+@functools.lru_cache(maxsize=8)
+def _powers(n: int) -> tuple[tuple[int, ...], int]:
+    """31**(n-1-i) mod 2**32 for i in 0..n-1, and 31**n mod 2**32."""
+    return tuple(pow(31, n - 1 - i, MOD32) for i in range(n)), pow(31, n, MOD32)
+
+
+def pcm_checksum(previous: int, pcm: bytes) -> int:
+    """Continue the running checksum of pyclient/browser/js/ring-layout.js over PCM16LE bytes:
+    ``sum = (sum * 31 + (sample & 0xffff)) mod 2**32`` for every sample in order."""
+    samples = array.array("H", pcm)
+    if sys.byteorder == "big":
+        samples.byteswap()
+    weights, shift = _powers(len(samples))
+    return (previous * shift + sum(map(operator.mul, samples, weights))) % MOD32
 
 
 @dataclass
@@ -35,6 +58,7 @@ class ConnectionStats:
     text_bytes_sent: int = 0
     audio_frames_sent: int = 0
     audio_samples_sent: int = 0
+    audio_checksum: int = 0
     credit_granted: int = 0
     credit_waits: int = 0
     credit_wait_s: float = 0.0
@@ -61,6 +85,7 @@ class ConnectionStats:
     def on_audio(self, pcm: bytes) -> None:
         self.audio_frames_sent += 1
         self.audio_samples_sent += len(pcm) // 2
+        self.audio_checksum = pcm_checksum(self.audio_checksum, pcm)
         self._audio_sha.update(pcm)
 
     def on_sent(self, nbytes: int, waited: float) -> None:
@@ -111,6 +136,7 @@ class ConnectionStats:
             "audio_frames_sent": self.audio_frames_sent,
             "audio_samples_sent": self.audio_samples_sent,
             "audio_sha256": self._audio_sha.hexdigest(),
+            "audio_checksum": self.audio_checksum,
             "credit_granted": self.credit_granted,
             "credit_waits": self.credit_waits,
             "credit_wait_s": round(self._live(self.credit_wait_s, self.credit_blocked_since), 4),

@@ -28,6 +28,7 @@ ui = {
     for name in ("scenario", "transport", "connect", "disconnect", "interrupt", "throttle")
 }
 current: dict = {"client": None, "speed": float(query.get("throttle") or 1.0)}
+chart: dict = {"js": None, "last": None, "busy": False}
 _keep = []  # event-handler proxies live as long as the page
 
 
@@ -61,6 +62,8 @@ async def connect():
     if current["client"] is not None and current["client"].state in ("connecting", "open", "closing"):
         return
     doc.getElementById("transcript").replaceChildren()
+    if chart["js"] is not None:
+        chart["js"].clear()
     doc.getElementById("tools").replaceChildren()
     options = {}
     if param("queue_kb"):
@@ -113,11 +116,43 @@ def _fmt(value):
     return str(value)
 
 
+async def fetch_server_wait(conn_id):
+    """The server's cumulative send-wait (drain + credit) for our connection, from /stats."""
+    try:
+        resp = await js.fetch(f"/stats?id={conn_id}")
+        if not resp.ok:
+            return None
+        st = (await resp.json()).to_py()
+        return st["send_wait_s"] + st["credit_wait_s"]
+    except Exception:  # the chart is best effort; the stats table still updates
+        return None
+
+
+async def update_chart(s):
+    conn = s["server"].get("connection_id")
+    if chart["js"] is None or conn is None:
+        return
+    now = js.performance.now() / 1000
+    wait = await fetch_server_wait(conn)
+    prev = chart["last"]
+    stall = 0.0
+    if wait is not None and prev is not None and prev[2] == conn and now > prev[0]:
+        stall = min(1.0, max(0.0, (wait - prev[1]) / (now - prev[0])))
+    if wait is not None:
+        chart["last"] = (now, wait, conn)
+    ring = (s["audio"] or {}).get("ring_fill", 0) * 2
+    chart["js"].push(now, s["buffered_bytes"], ring, stall)
+
+
 def update_readout(*_):
     client = current["client"]
     if client is None:
         return
     s = client.stats()
+    if s["state"] == "open" and not chart["busy"]:
+        chart["busy"] = True
+        task = asyncio.ensure_future(update_chart(s))
+        task.add_done_callback(lambda _: chart.__setitem__("busy", False))
     a = s["audio"] or {}
     rows = [
         ("state", s["state"]),
@@ -159,6 +194,13 @@ def on(el, event, coro_fn):
     el.addEventListener(event, handler)
 
 
+async def load_chart():
+    from pyclient.browser.jsutil import import_module
+
+    module = await import_module("/chart.js")
+    chart["js"] = module.createChart(doc.getElementById("chart"))
+
+
 def main():
     ui["scenario"].value = param("scenario", "chat")
     ui["transport"].value = param("transport", "auto")
@@ -167,7 +209,7 @@ def main():
 
     async def interrupt():
         if current["client"] is not None:
-            current["client"].interrupt()
+            await current["client"].interrupt()
 
     on(ui["interrupt"], "click", interrupt)
 
@@ -185,6 +227,7 @@ def main():
     set_buttons(False)
     wss = "WebSocketStream available" if websocketstream_available() else "no WebSocketStream (classic fallback)"
     set_status(f"ready · {wss}")
+    _keep.append(asyncio.ensure_future(load_chart()))
     doc.body.dataset.pyclient = "ready"
     if param("autostart") == "1":
         _keep.append(asyncio.ensure_future(connect()))

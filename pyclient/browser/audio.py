@@ -3,11 +3,16 @@
 ``write`` resolves only when the ring has taken every sample of the chunk, so the ring's
 fullness is the backpressure of the audio channel: a slow (or throttled) playback stalls
 the demux, which stops reading the socket.
+
+Barge-in (``interrupt``): the worklet drops everything queued at its next render quantum and
+reports its read counter at the cut; with the write counter at which each item started, that
+gives each item's exact playback position in samples actually rendered (not wall-clock time).
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from typing import Any
 
 from ..errors import UsageError
@@ -17,16 +22,26 @@ from .jsutil import import_module, js_object
 DEFAULT_RING_CAPACITY = 1 << 16  # samples (2.7 s at 24 kHz, 128 KiB)
 DEFAULT_PREBUFFER_MS = 80.0
 AUDIO_MODES = ("auto", "sab", "postmessage")
+MAX_REMEMBERED_ITEMS = 16
+MAX_REMEMBERED_CUTS = 32
 
 
 def resolve_mode(mode: str) -> str:
     """``auto`` becomes ``sab`` where SharedArrayBuffer works, else ``postmessage``."""
+    if mode not in AUDIO_MODES:
+        raise UsageError(f"audio mode must be one of {', '.join(AUDIO_MODES)}, got {mode!r}")
     if mode != "auto":
         return mode
     import js
 
     isolated = bool(getattr(js, "crossOriginIsolated", False))
     return "sab" if isolated and hasattr(js, "SharedArrayBuffer") else "postmessage"
+
+
+def _int32_diff(a: int, b: int) -> int:
+    """``a - b`` for free-running int32 counters that wrap at 2**32."""
+    d = (a - b) & 0xFFFFFFFF
+    return d - (1 << 32) if d >= 1 << 31 else d
 
 
 class AudioSink:
@@ -38,7 +53,7 @@ class AudioSink:
         prebuffer_ms: float = DEFAULT_PREBUFFER_MS,
     ) -> None:
         self.assets_url = assets_url
-        self.mode = mode
+        self.mode = resolve_mode(mode)
         self.capacity = capacity
         self.prebuffer_ms = prebuffer_ms
         self._module: Any = None
@@ -50,10 +65,13 @@ class AudioSink:
         self.error: str | None = None
         self.samples_discarded = 0
         self.rate_changes = 0
+        self.speed = 1.0
         self.interrupted_items: set[int] = set()
         self.current_item: int | None = None
+        self._item_starts: deque[tuple[int, int]] = deque(maxlen=MAX_REMEMBERED_ITEMS)
+        self.cuts: deque[dict[str, Any]] = deque(maxlen=MAX_REMEMBERED_CUTS)
         self._played_before = 0  # samples played by players already closed (rate changes)
-        self.speed = 1.0
+        self._checksum_before = 0  # their running checksum, continued by the live player
 
     async def _start(self, rate: int) -> None:
         if self._module is None:
@@ -62,9 +80,12 @@ class AudioSink:
             # A new rate between turns: let the old ring play out, then switch contexts.
             while self.player.fill() > 0 and self.player.stats().context_state == "running":
                 await self.player.waitForSpace(self.capacity)
-            self._played_before += int(self.player.stats().samples_played)
+            old = self.player.stats()
+            self._checksum_before = self._continue_checksum(int(old.checksum), int(old.samples_played))
+            self._played_before += int(old.samples_played)
             await self.player.close()
             self.rate_changes += 1
+            self._item_starts.clear()
         opts = js_object(streamRate=rate, capacity=self.capacity, mode=self.mode, prebufferMs=self.prebuffer_ms)
         self.player = await self._module.createPlayer(opts)
         self.player.setSpeed(self.speed)
@@ -83,8 +104,10 @@ class AudioSink:
         if self.error is not None:
             self.samples_discarded += chunk.samples
             return
-        self.current_item = chunk.item_id
         player, total, off = self.player, chunk.samples, 0
+        if chunk.item_id != self.current_item:
+            self.current_item = chunk.item_id
+            self._item_starts.append((chunk.item_id, int(player.writeIndex())))
         while off < total and not player.closed:
             off += player.write(chunk.pcm, off)
             if off < total:
@@ -103,33 +126,75 @@ class AudioSink:
         if self.player is not None:
             self.player.setSpeed(factor)
 
-    def flush(self, item_id: int | None = None) -> int:
-        """Drop queued audio now (barge-in); late frames of ``item_id`` are discarded too."""
-        if item_id is not None:
-            self.interrupted_items.add(item_id)
-        elif self.current_item is not None:
-            self.interrupted_items.add(self.current_item)
+    async def interrupt(self, item_id: int | None = None, reason: str = "client") -> list[dict[str, Any]]:
+        """Flush queued audio now; returns one playback report per item that was queued.
+
+        Late frames of the interrupted item (``item_id``, or the current one) are discarded.
+        """
+        target = item_id if item_id is not None else self.current_item
+        if target is not None:
+            self.interrupted_items.add(target)
         if self.player is None:
-            return 0
-        return int(self.player.flush())
+            return []
+        cut = (await self.player.flush()).to_py()
+        reports = []
+        cut_read = int(cut["cut_read"])
+        starts = list(self._item_starts)
+        for i, (item, start) in enumerate(starts):
+            played = _int32_diff(cut_read, start)
+            if played < 0:
+                played = 0  # queued behind the cut, never started
+            elif i + 1 < len(starts) and _int32_diff(cut_read, starts[i + 1][1]) >= 0:
+                continue  # this item had finished before the cut
+            reports.append(
+                {
+                    "item_id": item,
+                    "played_samples": played,
+                    "played_ms": round(played * 1000 / self.rate, 3),
+                    "sample_rate": self.rate,
+                    "reason": reason,
+                }
+            )
+        self._item_starts.clear()
+        record = {
+            "reason": reason,
+            "items": reports,
+            "acked": cut["acked"],
+            "queued_samples": cut["queued"],
+            "latency_audio_ms": cut["latency_audio_ms"],
+            "latency_wall_ms": round(cut["latency_wall_ms"], 3),
+            "tail_frames": cut["tail_frames"],
+        }
+        self.cuts.append(record)
+        return reports
+
+    def _continue_checksum(self, live: int, live_samples: int) -> int:
+        """The checksum over everything played, across players (see ring-layout.js)."""
+        return (self._checksum_before * pow(31, live_samples, 1 << 32) + live) % (1 << 32)
 
     def stats(self) -> dict[str, Any]:
         base: dict[str, Any] = {
-            "mode": resolve_mode(self.mode),
+            "mode": self.mode,
             "sample_rate": self.rate,
             "ring_capacity": self.capacity,
             "ring_fill": 0,
             "frames_received": self.frames_received,
             "samples_received": self.samples_received,
             "samples_played": self._played_before,
+            "checksum": self._checksum_before,
             "samples_discarded": self.samples_discarded,
             "underruns": 0,
+            "silence_ms": 0.0,
+            "buffered_ms": 0.0,
             "write_wait_s": round(self.wait_s, 4),
             "rate_changes": self.rate_changes,
+            "prebuffer_ms": self.prebuffer_ms,
+            "cuts": list(self.cuts),
             "error": self.error,
         }
         if self.player is not None:
             live = self.player.stats().to_py()
+            live["checksum"] = self._continue_checksum(int(live["checksum"]), int(live["samples_played"]))
             live["samples_played"] = int(live["samples_played"]) + self._played_before
             base.update(live)
             base["ring_capacity"] = self.capacity

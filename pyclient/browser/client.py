@@ -146,6 +146,7 @@ class Client:
         self._listeners: list[Callable[[Event], Any]] = []
         self._credit: CreditWindow | None = None
         self._tool_tasks: set[asyncio.Task] = set()
+        self._background: set[asyncio.Task] = set()
         self._tool_slot = asyncio.Event()
         self._closed = asyncio.get_event_loop().create_future()
         self._inflight = 0
@@ -246,9 +247,21 @@ class Client:
         except TimeoutError:
             self._finish({"code": None, "reason": "close timed out"}, clean=False)
 
-    def interrupt(self) -> int:
-        """Barge-in from the client: flush queued audio now; returns samples dropped."""
-        return self.audio.flush() if self.audio is not None else 0
+    async def interrupt(self) -> list[dict[str, Any]]:
+        """Barge-in from the client: flush queued audio now and tell the server, per audio
+        item, the exact playback position at the cut. Returns those reports."""
+        return await self._cut(None, "client")
+
+    async def _cut(self, item_id: int | None, reason: str) -> list[dict[str, Any]]:
+        if self.audio is None:
+            return []
+        reports = await self.audio.interrupt(item_id, reason)
+        for report in reports:
+            try:
+                await self._send(lambda seq, r=report: seq.control("playback_position", **r))
+            except TransportError as exc:
+                self._remember(self.internal_errors, f"playback position not sent: {exc}")
+        return reports
 
     def throttle_playback(self, factor: float) -> None:
         """Play audio at ``factor`` x real time (0 < factor <= 1) to simulate a slow device."""
@@ -397,7 +410,11 @@ class Client:
             self.turns += 1
         elif isinstance(event, Interrupted):
             if self.audio is not None:
-                self.audio.flush(event.item_id)
+                # Mark the item now so that its late frames are discarded from here on.
+                self.audio.interrupted_items.add(event.item_id if event.item_id is not None else -1)
+                task = asyncio.ensure_future(self._cut(event.item_id, "server"))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
         elif isinstance(event, ServerError):
             self._remember(self.server_errors, {"code": event.code, "message": event.message})
         elif isinstance(event, StreamDone):

@@ -159,3 +159,16 @@ def test_faults_scenario_is_survivable() -> None:
         assert sorted(errors) == ["invalid_arguments", "unknown_tool"]
 
     with_client(t)
+
+
+def test_pcm_checksum_matches_the_worklets_definition() -> None:
+    from devserver.stats import pcm_checksum
+
+    samples = [0, 1, -1, 32767, -32768, 1234, -4321]
+    pcm = b"".join(s.to_bytes(2, "little", signed=True) for s in samples)
+    expected = 0
+    for s in samples:  # ring-layout.js: (Math.imul(sum, 31) + (sample & 0xffff)) | 0
+        expected = (expected * 31 + (s & 0xFFFF)) % 2**32
+    assert pcm_checksum(0, pcm) == expected
+    # Continuing across frames gives the same as one pass.
+    assert pcm_checksum(pcm_checksum(0, pcm[:6]), pcm[6:]) == expected

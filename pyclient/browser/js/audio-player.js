@@ -8,8 +8,10 @@
 import {
   CTL_WRITE, CTL_READ, CTL_EPOCH, CTL_EPOCH_ACK, CTL_PLAYED, CTL_UNDERRUNS, CTL_SILENCE,
   CTL_ITEM_END, CTL_PREBUFFER, CTL_PLAYING, CTL_QUANTA, CTL_CHECKSUM, CTL_FLUSHED, CTL_SPEED,
-  CTL_THROTTLED, CTL_SLOTS,
+  CTL_THROTTLED, CTL_CUT_READ, CTL_CUT_FRAME, CTL_CUT_TAIL, CTL_SLOTS,
 } from "./ring-layout.js";
+
+const FLUSH_ACK_TIMEOUT_MS = 1000;
 
 const WORKLET_URL = new URL("./player-worklet.js", import.meta.url).href;
 
@@ -156,14 +158,43 @@ class Player {
     }
   }
 
-  // Barge-in: ask the consumer to drop everything queued. Returns the samples that were
-  // queued at the request; the worklet applies it at its next render quantum.
+  // The producer's WRITE counter (int32): items remember where they start in it.
+  writeIndex() {
+    return this.ctl[CTL_WRITE];
+  }
+
+  // Barge-in: ask the consumer to drop everything queued. The worklet applies it at its next
+  // render quantum; resolves then with where playback stood (its READ counter at the cut),
+  // how long the cut took on the audio clock and the wall clock, and the fade-out length.
   flush() {
     const queued = this.fill();
+    const requestedAt = performance.now();
+    const requestedAudioTime = this.ctx.currentTime;
+    const epoch = (Atomics.load(this.ctl, CTL_EPOCH) + 1) | 0;
     this.setCtl(CTL_ITEM_END, this.ctl[CTL_WRITE], "itemEnd");
-    if (this.mode === "sab") Atomics.add(this.ctl, CTL_EPOCH, 1);
-    else this.node.port.postMessage({ flush: true });
-    return queued;
+    if (this.mode === "sab") Atomics.store(this.ctl, CTL_EPOCH, epoch);
+    else {
+      this.ctl[CTL_EPOCH] = epoch;
+      this.node.port.postMessage({ flush: true });
+    }
+    return new Promise((resolve) => {
+      const check = () => {
+        const acked = Atomics.load(this.ctl, CTL_EPOCH_ACK) === epoch;
+        const waited = performance.now() - requestedAt;
+        if (!acked && waited < FLUSH_ACK_TIMEOUT_MS && !this.closed) return setTimeout(check, 1);
+        const cutFrame = Atomics.load(this.ctl, CTL_CUT_FRAME) >>> 0;
+        resolve({
+          acked,
+          queued,
+          cut_read: acked ? Atomics.load(this.ctl, CTL_CUT_READ) : Atomics.load(this.ctl, CTL_READ),
+          tail_frames: acked ? Atomics.load(this.ctl, CTL_CUT_TAIL) : 0,
+          latency_audio_ms: acked ? Math.max(0, (cutFrame / this.ctx.sampleRate - requestedAudioTime) * 1000) : null,
+          latency_wall_ms: waited,
+          context_state: this.ctx.state,
+        });
+      };
+      check();
+    });
   }
 
   stats() {

@@ -18,7 +18,7 @@
 import {
   CTL_WRITE, CTL_READ, CTL_EPOCH, CTL_EPOCH_ACK, CTL_PLAYED, CTL_UNDERRUNS, CTL_SILENCE,
   CTL_ITEM_END, CTL_PREBUFFER, CTL_PLAYING, CTL_QUANTA, CTL_CHECKSUM, CTL_FLUSHED, CTL_SPEED,
-  CTL_THROTTLED, CTL_SLOTS, checksumStep,
+  CTL_THROTTLED, CTL_CUT_READ, CTL_CUT_FRAME, CTL_CUT_TAIL, CTL_SLOTS, checksumStep,
 } from "./ring-layout.js";
 
 const REPORT_EVERY_QUANTA = 4; // postMessage mode: counters back to the main thread
@@ -32,7 +32,9 @@ class PlayerProcessor extends AudioWorkletProcessor {
     this.mask = o.capacity - 1;
     // Stream samples consumed per output frame (1 when the context runs at the stream rate).
     this.ratio = o.streamRate / sampleRate;
-    this.fadeLen = Math.max(16, Math.round(sampleRate * 0.004)); // 4 ms
+    // Fades: 2 ms, and never longer than 96 frames, so that a cut is silent within the
+    // render quantum (128 frames) in which the worklet sees it.
+    this.fadeLen = Math.min(96, Math.max(16, Math.round(sampleRate * 0.002)));
     if (this.mode === "sab") {
       this.ctl = new Int32Array(o.control);
       this.data = new Int16Array(o.data);
@@ -93,12 +95,16 @@ class PlayerProcessor extends AudioWorkletProcessor {
       const w0 = Atomics.load(ctl, CTL_WRITE);
       const r0 = Atomics.load(ctl, CTL_READ);
       Atomics.add(ctl, CTL_FLUSHED, (w0 - r0) | 0);
+      // Where playback stood: READ counts exactly the samples rendered so far.
+      Atomics.store(ctl, CTL_CUT_READ, r0);
+      Atomics.store(ctl, CTL_CUT_FRAME, currentFrame | 0);
+      Atomics.store(ctl, CTL_CUT_TAIL, this.playing ? this.fadeLen : this.tail);
       Atomics.store(ctl, CTL_READ, w0);
-      this.epochSeen = epoch;
-      Atomics.store(ctl, CTL_EPOCH_ACK, epoch);
       if (this.playing) this.tail = this.fadeLen;
       this.playing = false;
       this.primed = false;
+      this.epochSeen = epoch;
+      Atomics.store(ctl, CTL_EPOCH_ACK, epoch); // last: the main thread may read the above now
     }
 
     // Throttled (simulated slow device): render only speed/1000 of the quanta.

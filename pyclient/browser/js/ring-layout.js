@@ -34,7 +34,10 @@ export const CTL_FLUSHED = 12;     // consumer: samples discarded by flushes
 export const CTL_SPEED = 13;       // producer: consumption speed in permille (0 or 1000 = real time);
                                    // below 1000 the consumer skips quanta: a simulated slow device
 export const CTL_THROTTLED = 14;   // consumer: quanta skipped because of CTL_SPEED
-export const CTL_SLOTS = 16;
+export const CTL_CUT_READ = 15;    // consumer: READ at the moment it applied the last flush
+export const CTL_CUT_FRAME = 16;   // consumer: currentFrame (audio clock) when it applied it
+export const CTL_CUT_TAIL = 17;    // consumer: output frames of fade-out after the cut (< 128)
+export const CTL_SLOTS = 24;
 
 // Running checksum over every sample value rendered, in order:
 //   sum = (sum * 31 + (sample & 0xffff)) mod 2^32
