@@ -138,39 +138,61 @@ def _synth_frame(rng: random.Random, start: int, count: int, rate: int, pitch: f
 
 
 async def voice(s: Session, p: Params) -> None:
-    """``seconds`` of 24 kHz mono PCM16 in 20 ms frames at real time, its transcript, a tool call.
+    """``items`` utterances of ``seconds`` each: PCM16 mono in 20 ms frames at real time, with
+    the transcript as text and a clock tool call in the first.
 
-    ``jitter`` (ms) delays each frame by a random amount up to that much (bursty network), while
-    the average rate stays real time. ``rate`` changes the sample rate.
+    ``rates`` (comma-separated, default ``rate`` = 24000) cycles the sample rate per item.
+    ``jitter`` (ms) delays each frame by up to that much (bursty network; the average rate
+    stays real time). ``barge`` (s) makes the server cut each item that far in with an
+    ``interrupted`` frame (server-side barge-in). A client's ``playback_position`` report for
+    the current item also cuts it. ``listen`` (s) then waits for the client's microphone
+    (``input_audio_end``) and answers how much audio it heard.
     """
     rng = p.rng()
     seconds = p.num("seconds", 4.0, 0.02, 3600.0)
-    rate = p.num("rate", VOICE_RATE, 8000, 96000, int)
+    items = p.num("items", 1, 1, 1000, int)
+    default_rate = p.num("rate", VOICE_RATE, 8000, 96000, int)
+    rates = [int(r) for r in p.raw.get("rates", str(default_rate)).split(",") if r.strip()]
+    if not rates or not all(8000 <= r <= 96000 for r in rates):
+        raise ParamError(f"rates={p.raw.get('rates')!r}: need sample rates in 8000..96000")
     jitter = p.num("jitter", 0.0, 0.0, 2000.0) / 1000
-    per_frame = rate * FRAME_MS // 1000
+    barge = p.num("barge", 0.0, 0.0, 3600.0)
+    listen = p.num("listen", 0.0, 0.0, 3600.0)
     frames = max(1, round(seconds * 1000 / FRAME_MS))
-    words = _tokens(rng, max(1, int(seconds * 2.5)))
-    word_every = max(1, frames // len(words))
-    tool_frame = frames // 2
-    item_id = 1
     pitch = 140 + rng.random() * 80
-    t0 = time.monotonic()
-    sent_words = 0
-    for i in range(frames):
-        due = t0 + i * FRAME_MS / 1000 + (rng.random() * jitter if jitter else 0)
-        delay = due - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        pcm = _synth_frame(rng, i * per_frame, per_frame, rate, pitch)
-        await s.audio(pcm, sample_rate=rate, item_id=item_id, final=i == frames - 1)
-        if i % word_every == 0 and sent_words < len(words):
-            await s.text(words[sent_words])
-            sent_words += 1
-        if i == tool_frame:
-            await s.tool_call("clock", {}, _is_string_result)
-    for w in words[sent_words:]:
-        await s.text(w)
-    await s.control("end_of_turn", item_id=item_id)
+    for item_id in range(1, items + 1):
+        rate = rates[(item_id - 1) % len(rates)]
+        per_frame = rate * FRAME_MS // 1000
+        words = _tokens(rng, max(1, int(seconds * 2.5)))
+        word_every = max(1, frames // len(words))
+        t0 = time.monotonic()
+        sent_words = 0
+        for i in range(frames):
+            due = t0 + i * FRAME_MS / 1000 + (rng.random() * jitter if jitter else 0)
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if item_id in s.cut_items:
+                break  # the client cut this item (barge-in): stop sending it
+            if barge and i * FRAME_MS / 1000 >= barge:
+                await s.control("interrupted", item_id=item_id)
+                break
+            pcm = _synth_frame(rng, i * per_frame, per_frame, rate, pitch)
+            await s.audio(pcm, sample_rate=rate, item_id=item_id, final=i == frames - 1)
+            if i % word_every == 0 and sent_words < len(words):
+                await s.text(words[sent_words])
+                sent_words += 1
+            if item_id == 1 and i == frames // 2:
+                await s.tool_call("clock", {}, _is_string_result)
+        else:
+            for w in words[sent_words:]:
+                await s.text(w)
+        await s.control("end_of_turn", item_id=item_id)
+    if listen:
+        heard = await s.wait_mic_end(listen)
+        await s.text(
+            f"\n\nI heard {heard['ms']:.0f} ms of your audio ({heard['samples']} samples at {heard['rate']} Hz)."
+        )
 
 
 async def flood(s: Session, p: Params) -> None:

@@ -45,7 +45,9 @@ class Session:
         self.closed = asyncio.Event()
         self._reading = asyncio.Event()
         self._reading.set()
-        self.interrupts = 0
+        self.cut_items: set[int] = set()
+        self._mic_end = asyncio.Event()
+        self._mic_rate = 0
 
     # ------------------------------------------------------------------ sending
 
@@ -165,12 +167,34 @@ class Session:
                 self.stats.credit_granted += frame.grant
                 self._credit_changed.set()
         elif isinstance(frame, ControlFrame):
-            if frame.type == "hello":
-                self.stats.client_hello = frame.fields
-            else:
-                self.stats.controls_received.append({"type": frame.type, **frame.fields})
+            self._on_control(frame)
         elif isinstance(frame, AudioFrame):
-            self.stats.mic_samples_received += frame.samples
+            # Microphone uplink: counted, hashed, acknowledged in the voice scenario's reply.
+            self.stats.on_mic(frame.samples, frame.sample_rate, bytes(frame.pcm))
+            self._mic_rate = frame.sample_rate
+
+    def _on_control(self, frame: ControlFrame) -> None:
+        if frame.type == "hello":
+            self.stats.client_hello = frame.fields
+            return
+        self.stats.controls_received.append({"type": frame.type, **frame.fields})
+        if frame.type == "playback_position":
+            self.stats.playback_positions.append(frame.fields)
+            item = frame.fields.get("item_id")
+            if isinstance(item, int):
+                self.cut_items.add(item)
+        elif frame.type == "input_audio_end":
+            self._mic_end.set()
+
+    async def wait_mic_end(self, timeout: float) -> dict[str, Any]:
+        """Wait for the client's ``input_audio_end`` (or the timeout); what was heard."""
+        try:
+            await asyncio.wait_for(self._mic_end.wait(), timeout)
+        except TimeoutError:
+            self.stats.errors.append(f"no input_audio_end within {timeout} s")
+        samples = self.stats.mic_samples_received
+        rate = self._mic_rate or 1
+        return {"samples": samples, "rate": self._mic_rate, "ms": samples * 1000 / rate}
 
     def _on_tool_result(self, frame: ToolResultFrame) -> None:
         pending = self._pending.pop(frame.call_id, None)

@@ -65,9 +65,13 @@ class ConnectionStats:
     client_hello: dict[str, Any] | None = None
     controls_received: list[dict[str, Any]] = field(default_factory=list)
     mic_samples_received: int = 0
+    mic_frames_received: int = 0
+    mic_rates: set[int] = field(default_factory=set)
+    playback_positions: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     _text_sha: Any = field(default_factory=hashlib.sha256, repr=False)
     _audio_sha: Any = field(default_factory=hashlib.sha256, repr=False)
+    _mic_sha: Any = field(default_factory=hashlib.sha256, repr=False)
     _timeline: deque = field(default_factory=lambda: deque(maxlen=TIMELINE_POINTS), repr=False)
     _last_point: float = 0.0
     send_blocked_since: float | None = None  # monotonic time a send began waiting, if it is
@@ -87,6 +91,12 @@ class ConnectionStats:
         self.audio_samples_sent += len(pcm) // 2
         self.audio_checksum = pcm_checksum(self.audio_checksum, pcm)
         self._audio_sha.update(pcm)
+
+    def on_mic(self, samples: int, rate: int, pcm: bytes) -> None:
+        self.mic_frames_received += 1
+        self.mic_samples_received += samples
+        self.mic_rates.add(rate)
+        self._mic_sha.update(pcm)
 
     def on_sent(self, nbytes: int, waited: float) -> None:
         self.bytes_sent += nbytes
@@ -143,6 +153,10 @@ class ConnectionStats:
             "client_hello": self.client_hello,
             "controls_received": self.controls_received[-50:],
             "mic_samples_received": self.mic_samples_received,
+            "mic_frames_received": self.mic_frames_received,
+            "mic_rates": sorted(self.mic_rates),
+            "mic_sha256": self._mic_sha.hexdigest(),
+            "playback_positions": self.playback_positions[-50:],
             "errors": self.errors[-20:],
             "timeline": list(self._timeline),
         }

@@ -25,7 +25,7 @@ query = js.URLSearchParams.new(js.window.location.search)
 doc = js.document
 ui = {
     name: doc.getElementById(name)
-    for name in ("scenario", "transport", "connect", "disconnect", "interrupt", "throttle")
+    for name in ("scenario", "transport", "connect", "disconnect", "interrupt", "throttle", "mic")
 }
 current: dict = {"client": None, "speed": float(query.get("throttle") or 1.0)}
 chart: dict = {"js": None, "last": None, "busy": False}
@@ -56,6 +56,14 @@ def set_buttons(connected):
     ui["connect"].disabled = connected
     ui["disconnect"].disabled = not connected
     ui["interrupt"].disabled = not connected
+    ui["mic"].disabled = not connected
+    if not connected:
+        show_mic(False)
+
+
+def show_mic(on):
+    ui["mic"].textContent = "Mic on · click to stop" if on else "Mic off"
+    ui["mic"].classList.toggle("active", on)
 
 
 async def connect():
@@ -220,6 +228,24 @@ def main():
             current["client"].throttle_playback(current["speed"])
 
     on(ui["throttle"], "click", throttle)
+
+    async def mic():
+        client = current["client"]
+        if client is None:
+            return
+        try:
+            if client.mic.active:
+                show_mic(False)
+                await client.stop_microphone()
+            else:
+                await client.start_microphone()
+                show_mic(True)
+        except pyclient.PyclientError as exc:
+            set_status(f"microphone: {exc}", "error")
+        except Exception as exc:  # getUserMedia refused, no device...
+            set_status(f"microphone unavailable: {exc}", "error")
+
+    on(ui["mic"], "click", mic)
     show_throttle()
     tick = create_proxy(update_readout)
     _keep.append(tick)

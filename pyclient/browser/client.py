@@ -53,6 +53,7 @@ from ..frames import DEFAULT_MAX_PAYLOAD, Sequencer
 from ..tools import ToolExecutor, ToolOutcome, ToolRegistry
 from .audio import DEFAULT_PREBUFFER_MS, DEFAULT_RING_CAPACITY, AudioSink
 from .jsutil import ArrayBufferSource, ProxyOwner, js_object, to_js_plain
+from .mic import MicUplink
 from .render import TokenRenderer, ToolCards, resolve_element
 from .transport import WEBSOCKET, choose_transport, make_transport
 
@@ -138,6 +139,7 @@ class Client:
         if self.audio is not None and playback_speed != 1.0:
             self.audio.set_speed(playback_speed)
         self.executor = ToolExecutor(self.tools)
+        self.mic = MicUplink(self._send, assets_url)
         self.transport: Any = None
         self.transport_name: str | None = None
         self._seq = Sequencer()
@@ -252,6 +254,16 @@ class Client:
         item, the exact playback position at the cut. Returns those reports."""
         return await self._cut(None, "client")
 
+    async def start_microphone(self) -> None:
+        """Capture the microphone and stream it to the server as 20 ms PCM16 frames."""
+        if self.state != "open":
+            raise UsageError(f"start_microphone() needs an open connection, not {self.state!r}")
+        await self.mic.start()
+
+    async def stop_microphone(self) -> dict[str, Any]:
+        """Stop capturing; everything captured is sent, then ``input_audio_end``."""
+        return await self.mic.stop()
+
     async def _cut(self, item_id: int | None, reason: str) -> list[dict[str, Any]]:
         if self.audio is None:
             return []
@@ -298,6 +310,7 @@ class Client:
                 "registered": [tool["name"] for tool in self.tools.describe()],
             },
             "audio": audio,
+            "mic": self.mic.stats(),
             "buffered_bytes": buffered,
             "buffered_bytes_max": max(self._buffered_max, receive.get("queued_bytes_max", 0)),
             "malformed": d.malformed,

@@ -1,0 +1,120 @@
+"""Microphone uplink: capture worklet -> PCM16 20 ms frames -> AUDIO frames to the server.
+
+Frames wait in a bounded queue (``max_queued_frames``, default 1 s of audio) for the sender,
+whose sends wait on the transport (WebSocketStream writer readiness / ``bufferedAmount``
+watermarks). If the link stays slower than the microphone, the oldest frames are dropped and
+counted: live audio that arrives too late is worth less than fresh audio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import js
+
+from ..errors import UsageError
+from ..frames import Sequencer
+from .jsutil import ProxyOwner, import_module
+
+DEFAULT_FRAME_MS = 20
+DEFAULT_MAX_QUEUED_FRAMES = 50
+
+Send = Callable[[Callable[[Sequencer], bytes]], Awaitable[None]]
+
+
+class MicUplink:
+    def __init__(
+        self,
+        send: Send,
+        assets_url: str,
+        frame_ms: int = DEFAULT_FRAME_MS,
+        max_queued_frames: int = DEFAULT_MAX_QUEUED_FRAMES,
+    ) -> None:
+        self._send = send
+        self.assets_url = assets_url
+        self.frame_ms = frame_ms
+        self.max_queued_frames = max_queued_frames
+        self._owner = ProxyOwner()
+        self._handle: Any = None
+        self._queue: deque[bytes] = deque()
+        self._arrived = asyncio.Event()
+        self._sender: asyncio.Task | None = None
+        self.active = False
+        self.item_id = 0
+        self.sample_rate = 0
+        self.captured_samples = 0
+        self.sent_samples = 0
+        self.sent_frames = 0
+        self.dropped_frames = 0
+        self.dropped_samples = 0
+        self.error: str | None = None
+
+    async def start(self) -> None:
+        if self.active:
+            raise UsageError("the microphone is already on")
+        module = await import_module(self.assets_url + "microphone.js")
+        try:
+            self._handle = await module.startMicrophone(self._owner.proxy(self._on_frame), self.frame_ms)
+        except Exception as exc:
+            self.error = f"microphone unavailable: {exc}"
+            raise
+        self.sample_rate = int(self._handle.sampleRate)
+        self.item_id += 1
+        self.active = True
+        self.error = None
+        self._sender = asyncio.ensure_future(self._send_loop())
+
+    def _on_frame(self, samples: Any) -> None:
+        pcm = js.Uint8Array.new(samples.buffer, samples.byteOffset, samples.byteLength).to_bytes()
+        self.captured_samples += len(pcm) // 2
+        if len(self._queue) >= self.max_queued_frames:
+            dropped = self._queue.popleft()
+            self.dropped_frames += 1
+            self.dropped_samples += len(dropped) // 2
+        self._queue.append(pcm)
+        self._arrived.set()
+
+    async def _send_loop(self) -> None:
+        while self.active or self._queue:
+            if not self._queue:
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            pcm = self._queue.popleft()
+            await self._send(
+                lambda seq, pcm=pcm, rate=self.sample_rate, item=self.item_id: seq.audio(
+                    pcm, sample_rate=rate, item_id=item
+                )
+            )
+            self.sent_frames += 1
+            self.sent_samples += len(pcm) // 2
+
+    async def stop(self) -> dict[str, Any]:
+        """Stop capturing, send what was captured, then ``input_audio_end``."""
+        if not self.active:
+            return {}
+        await self._handle.stop()  # delivers the last partial frame first
+        self.active = False
+        self._arrived.set()
+        if self._sender is not None:
+            await self._sender
+        end = {"item_id": self.item_id, "samples": self.sent_samples, "sample_rate": self.sample_rate}
+        await self._send(lambda seq: seq.control("input_audio_end", **end))
+        self._owner.close()
+        return end
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "active": self.active,
+            "sample_rate": self.sample_rate,
+            "captured_samples": self.captured_samples,
+            "sent_samples": self.sent_samples,
+            "sent_frames": self.sent_frames,
+            "queued_frames": len(self._queue),
+            "dropped_frames": self.dropped_frames,
+            "dropped_samples": self.dropped_samples,
+            "error": self.error,
+        }
