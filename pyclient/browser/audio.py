@@ -126,26 +126,33 @@ class AudioSink:
         if self.player is not None:
             self.player.setSpeed(factor)
 
-    async def interrupt(self, item_id: int | None = None, reason: str = "client") -> list[dict[str, Any]]:
-        """Flush queued audio now; returns one playback report per item that was queued.
-
-        Late frames of the interrupted item (``item_id``, or the current one) are discarded.
-        """
+    def request_interrupt(self, item_id: int | None = None, reason: str = "client") -> Any:
+        """Flush what is queued now (synchronously, in stream order); returns a pending cut
+        for ``finish_interrupt``. Late frames of the interrupted item (``item_id``, or the
+        current one) are discarded from here on; frames of later items still play."""
         target = item_id if item_id is not None else self.current_item
         if target is not None:
             self.interrupted_items.add(target)
         if self.player is None:
-            return []
-        cut = (await self.player.flush()).to_py()
-        reports = []
-        cut_read = int(cut["cut_read"])
+            return None
         starts = list(self._item_starts)
+        self._item_starts.clear()
+        return (self.player.flush(), starts, reason)
+
+    async def finish_interrupt(self, pending: Any) -> list[dict[str, Any]]:
+        """Wait for the worklet to apply the cut; one playback report per item it cut."""
+        if pending is None:
+            return []
+        promise, starts, reason = pending
+        cut = (await promise).to_py()
+        cut_read, flush_to = int(cut["cut_read"]), int(cut["flush_to"])
+        reports = []
         for i, (item, start) in enumerate(starts):
-            played = _int32_diff(cut_read, start)
-            if played < 0:
-                played = 0  # queued behind the cut, never started
-            elif i + 1 < len(starts) and _int32_diff(cut_read, starts[i + 1][1]) >= 0:
-                continue  # this item had finished before the cut
+            if _int32_diff(flush_to, start) <= 0:
+                break  # nothing of this item was queued at the request
+            if i + 1 < len(starts) and _int32_diff(cut_read, starts[i + 1][1]) >= 0:
+                continue  # this item had finished playing before the cut
+            played = max(0, _int32_diff(cut_read, start))
             reports.append(
                 {
                     "item_id": item,
@@ -155,18 +162,22 @@ class AudioSink:
                     "reason": reason,
                 }
             )
-        self._item_starts.clear()
-        record = {
-            "reason": reason,
-            "items": reports,
-            "acked": cut["acked"],
-            "queued_samples": cut["queued"],
-            "latency_audio_ms": cut["latency_audio_ms"],
-            "latency_wall_ms": round(cut["latency_wall_ms"], 3),
-            "tail_frames": cut["tail_frames"],
-        }
-        self.cuts.append(record)
+        self.cuts.append(
+            {
+                "reason": reason,
+                "items": reports,
+                "acked": cut["acked"],
+                "queued_samples": cut["queued"],
+                "latency_audio_ms": cut["latency_audio_ms"],
+                "latency_wall_ms": round(cut["latency_wall_ms"], 3),
+                "tail_frames": cut["tail_frames"],
+            }
+        )
         return reports
+
+    async def interrupt(self, item_id: int | None = None, reason: str = "client") -> list[dict[str, Any]]:
+        """Flush queued audio now; returns one playback report per item that was queued."""
+        return await self.finish_interrupt(self.request_interrupt(item_id, reason))
 
     def _continue_checksum(self, live: int, live_samples: int) -> int:
         """The checksum over everything played, across players (see ring-layout.js)."""

@@ -264,10 +264,12 @@ class Client:
         """Stop capturing; everything captured is sent, then ``input_audio_end``."""
         return await self.mic.stop()
 
-    async def _cut(self, item_id: int | None, reason: str) -> list[dict[str, Any]]:
+    async def _cut(self, item_id: int | None, reason: str, pending: Any = None) -> list[dict[str, Any]]:
         if self.audio is None:
             return []
-        reports = await self.audio.interrupt(item_id, reason)
+        if pending is None:
+            pending = self.audio.request_interrupt(item_id, reason)
+        reports = await self.audio.finish_interrupt(pending)
         for report in reports:
             try:
                 await self._send(lambda seq, r=report: seq.control("playback_position", **r))
@@ -423,9 +425,9 @@ class Client:
             self.turns += 1
         elif isinstance(event, Interrupted):
             if self.audio is not None:
-                # Mark the item now so that its late frames are discarded from here on.
-                self.audio.interrupted_items.add(event.item_id if event.item_id is not None else -1)
-                task = asyncio.ensure_future(self._cut(event.item_id, "server"))
+                # Cut now, in stream order: what is queued goes, frames after this event stay.
+                pending = self.audio.request_interrupt(event.item_id, "server")
+                task = asyncio.ensure_future(self._cut(event.item_id, "server", pending))
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
         elif isinstance(event, ServerError):
@@ -435,10 +437,19 @@ class Client:
             # Chromium's WebSocketStream drops unread messages when the server closes first.
             # Audio already queued keeps playing.
             self.done = True
-            if self.transport is not None:
-                self.transport.close(1000, "done")
+            task = asyncio.ensure_future(self._close_after_done())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         elif isinstance(event, ProtocolErrorEvent):
             self._remember(self.protocol_errors, event.reason)
+
+    async def _close_after_done(self) -> None:
+        # Reports still being made (playback positions of a cut) go out before we close.
+        pending = [t for t in self._background if t is not asyncio.current_task()]
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+        if self.transport is not None:
+            self.transport.close(1000, "done")
 
     async def _send(self, build: Callable[[Sequencer], bytes]) -> None:
         # One sender at a time, so sequence numbers go out in order.

@@ -8,7 +8,7 @@
 import {
   CTL_WRITE, CTL_READ, CTL_EPOCH, CTL_EPOCH_ACK, CTL_PLAYED, CTL_UNDERRUNS, CTL_SILENCE,
   CTL_ITEM_END, CTL_PREBUFFER, CTL_PLAYING, CTL_QUANTA, CTL_CHECKSUM, CTL_FLUSHED, CTL_SPEED,
-  CTL_THROTTLED, CTL_CUT_READ, CTL_CUT_FRAME, CTL_CUT_TAIL, CTL_SLOTS,
+  CTL_THROTTLED, CTL_CUT_READ, CTL_CUT_FRAME, CTL_CUT_TAIL, CTL_FLUSH_TO, CTL_SLOTS,
 } from "./ring-layout.js";
 
 const FLUSH_ACK_TIMEOUT_MS = 1000;
@@ -163,19 +163,23 @@ class Player {
     return this.ctl[CTL_WRITE];
   }
 
-  // Barge-in: ask the consumer to drop everything queued. The worklet applies it at its next
-  // render quantum; resolves then with where playback stood (its READ counter at the cut),
-  // how long the cut took on the audio clock and the wall clock, and the fade-out length.
+  // Barge-in: ask the consumer to drop everything queued *now* (samples written later
+  // survive). The request is made before this returns; the worklet applies it at its next
+  // render quantum. The promise resolves then with where playback stood (its READ counter at
+  // the cut), how long the cut took, and the fade-out length.
   flush() {
     const queued = this.fill();
+    const flushTo = this.ctl[CTL_WRITE];
     const requestedAt = performance.now();
     const requestedAudioTime = this.ctx.currentTime;
     const epoch = (Atomics.load(this.ctl, CTL_EPOCH) + 1) | 0;
-    this.setCtl(CTL_ITEM_END, this.ctl[CTL_WRITE], "itemEnd");
-    if (this.mode === "sab") Atomics.store(this.ctl, CTL_EPOCH, epoch);
-    else {
+    this.setCtl(CTL_ITEM_END, flushTo, "itemEnd");
+    if (this.mode === "sab") {
+      Atomics.store(this.ctl, CTL_FLUSH_TO, flushTo);
+      Atomics.store(this.ctl, CTL_EPOCH, epoch); // after FLUSH_TO: the consumer reads it next
+    } else {
       this.ctl[CTL_EPOCH] = epoch;
-      this.node.port.postMessage({ flush: true });
+      this.node.port.postMessage({ flush: true, flushTo });
     }
     return new Promise((resolve) => {
       const check = () => {
@@ -186,6 +190,7 @@ class Player {
         resolve({
           acked,
           queued,
+          flush_to: flushTo,
           cut_read: acked ? Atomics.load(this.ctl, CTL_CUT_READ) : Atomics.load(this.ctl, CTL_READ),
           tail_frames: acked ? Atomics.load(this.ctl, CTL_CUT_TAIL) : 0,
           latency_audio_ms: acked ? Math.max(0, (cutFrame / this.ctx.sampleRate - requestedAudioTime) * 1000) : null,

@@ -18,7 +18,7 @@
 import {
   CTL_WRITE, CTL_READ, CTL_EPOCH, CTL_EPOCH_ACK, CTL_PLAYED, CTL_UNDERRUNS, CTL_SILENCE,
   CTL_ITEM_END, CTL_PREBUFFER, CTL_PLAYING, CTL_QUANTA, CTL_CHECKSUM, CTL_FLUSHED, CTL_SPEED,
-  CTL_THROTTLED, CTL_CUT_READ, CTL_CUT_FRAME, CTL_CUT_TAIL, CTL_SLOTS, checksumStep,
+  CTL_THROTTLED, CTL_CUT_READ, CTL_CUT_FRAME, CTL_CUT_TAIL, CTL_FLUSH_TO, CTL_SLOTS, checksumStep,
 } from "./ring-layout.js";
 
 const REPORT_EVERY_QUANTA = 4; // postMessage mode: counters back to the main thread
@@ -68,7 +68,10 @@ class PlayerProcessor extends AudioWorkletProcessor {
     if (msg.itemEnd !== undefined) ctl[CTL_ITEM_END] = msg.itemEnd;
     if (msg.prebuffer !== undefined) ctl[CTL_PREBUFFER] = msg.prebuffer;
     if (msg.speed !== undefined) ctl[CTL_SPEED] = msg.speed;
-    if (msg.flush) ctl[CTL_EPOCH] = (ctl[CTL_EPOCH] + 1) | 0;
+    if (msg.flush) {
+      ctl[CTL_FLUSH_TO] = msg.flushTo;
+      ctl[CTL_EPOCH] = (ctl[CTL_EPOCH] + 1) | 0;
+    }
   }
 
   // Take one stream sample from the ring; returns false when it is empty.
@@ -89,17 +92,18 @@ class PlayerProcessor extends AudioWorkletProcessor {
     const n = out.length;
     Atomics.add(ctl, CTL_QUANTA, 1);
 
-    // 1. Flush (barge-in): jump READ to the WRITE we see now.
+    // 1. Flush (barge-in): jump READ forward to FLUSH_TO (WRITE at the request).
     const epoch = Atomics.load(ctl, CTL_EPOCH);
     if (epoch !== this.epochSeen) {
-      const w0 = Atomics.load(ctl, CTL_WRITE);
+      const target = Atomics.load(ctl, CTL_FLUSH_TO);
       const r0 = Atomics.load(ctl, CTL_READ);
-      Atomics.add(ctl, CTL_FLUSHED, (w0 - r0) | 0);
+      const drop = Math.max(0, (target - r0) | 0);
+      Atomics.add(ctl, CTL_FLUSHED, drop);
       // Where playback stood: READ counts exactly the samples rendered so far.
       Atomics.store(ctl, CTL_CUT_READ, r0);
       Atomics.store(ctl, CTL_CUT_FRAME, currentFrame | 0);
       Atomics.store(ctl, CTL_CUT_TAIL, this.playing ? this.fadeLen : this.tail);
-      Atomics.store(ctl, CTL_READ, w0);
+      Atomics.store(ctl, CTL_READ, (r0 + drop) | 0);
       if (this.playing) this.tail = this.fadeLen;
       this.playing = false;
       this.primed = false;

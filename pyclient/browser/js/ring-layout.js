@@ -14,9 +14,11 @@
 // publishes its counter with Atomics.store *after* touching the samples, and reads
 // the other side's counter with Atomics.load *before* touching them.
 //
-// The producer cannot move READ, so a flush (barge-in) is a request: it
-// increments EPOCH; the consumer sees the new epoch at the start of its next
-// render quantum, jumps READ to the WRITE it sees, and stores EPOCH_ACK.
+// The producer cannot move READ, so a flush (barge-in) is a request: it stores
+// FLUSH_TO (its WRITE at that moment) and then increments EPOCH; the consumer sees
+// the new epoch at the start of its next render quantum, jumps READ forward to
+// FLUSH_TO and stores EPOCH_ACK. Samples written after the request (a new item)
+// survive the flush.
 
 export const CTL_WRITE = 0;        // producer: samples written (free-running)
 export const CTL_READ = 1;         // consumer: samples consumed (free-running)
@@ -37,6 +39,7 @@ export const CTL_THROTTLED = 14;   // consumer: quanta skipped because of CTL_SP
 export const CTL_CUT_READ = 15;    // consumer: READ at the moment it applied the last flush
 export const CTL_CUT_FRAME = 16;   // consumer: currentFrame (audio clock) when it applied it
 export const CTL_CUT_TAIL = 17;    // consumer: output frames of fade-out after the cut (< 128)
+export const CTL_FLUSH_TO = 18;    // producer: WRITE at the flush request: drop up to here only
 export const CTL_SLOTS = 24;
 
 // Running checksum over every sample value rendered, in order:
