@@ -7,6 +7,7 @@ import sys
 
 PROGRAMS = {
     "backpressure": "bench.backpressure",
+    "bargein": "bench.bargein",
     "screenshot": "bench.screenshot",
 }
 

@@ -168,8 +168,10 @@ class AudioSink:
                 "items": reports,
                 "acked": cut["acked"],
                 "queued_samples": cut["queued"],
-                "latency_audio_ms": cut["latency_audio_ms"],
+                "cut_frame": cut["cut_frame"],
                 "latency_wall_ms": round(cut["latency_wall_ms"], 3),
+                "output_latency_ms": round(cut["output_latency_ms"], 3),
+                "wake": cut["wake"],
                 "tail_frames": cut["tail_frames"],
             }
         )

@@ -171,8 +171,8 @@ class Player {
     const queued = this.fill();
     const flushTo = this.ctl[CTL_WRITE];
     const requestedAt = performance.now();
-    const requestedAudioTime = this.ctx.currentTime;
     const epoch = (Atomics.load(this.ctl, CTL_EPOCH) + 1) | 0;
+    const ackBefore = Atomics.load(this.ctl, CTL_EPOCH_ACK);
     this.setCtl(CTL_ITEM_END, flushTo, "itemEnd");
     if (this.mode === "sab") {
       Atomics.store(this.ctl, CTL_FLUSH_TO, flushTo);
@@ -185,7 +185,15 @@ class Player {
       const check = () => {
         const acked = Atomics.load(this.ctl, CTL_EPOCH_ACK) === epoch;
         const waited = performance.now() - requestedAt;
-        if (!acked && waited < FLUSH_ACK_TIMEOUT_MS && !this.closed) return setTimeout(check, 1);
+        if (!acked && waited < FLUSH_ACK_TIMEOUT_MS && !this.closed) {
+          // Woken by the worklet's Atomics.notify where waitAsync exists; else poll.
+          if (this.mode === "sab" && typeof Atomics.waitAsync === "function") {
+            const w = Atomics.waitAsync(this.ctl, CTL_EPOCH_ACK, ackBefore, FLUSH_ACK_TIMEOUT_MS - waited);
+            if (w.async) return w.value.then(check);
+            return setTimeout(check, 0);
+          }
+          return setTimeout(check, 1);
+        }
         const cutFrame = Atomics.load(this.ctl, CTL_CUT_FRAME) >>> 0;
         resolve({
           acked,
@@ -193,8 +201,10 @@ class Player {
           flush_to: flushTo,
           cut_read: acked ? Atomics.load(this.ctl, CTL_CUT_READ) : Atomics.load(this.ctl, CTL_READ),
           tail_frames: acked ? Atomics.load(this.ctl, CTL_CUT_TAIL) : 0,
-          latency_audio_ms: acked ? Math.max(0, (cutFrame / this.ctx.sampleRate - requestedAudioTime) * 1000) : null,
+          cut_frame: cutFrame,
           latency_wall_ms: waited,
+          output_latency_ms: ((this.ctx.outputLatency || 0) + (this.ctx.baseLatency || 0)) * 1000,
+          wake: this.mode === "sab" && typeof Atomics.waitAsync === "function" ? "waitAsync" : "poll",
           context_state: this.ctx.state,
         });
       };

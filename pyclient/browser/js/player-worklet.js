@@ -109,6 +109,7 @@ class PlayerProcessor extends AudioWorkletProcessor {
       this.primed = false;
       this.epochSeen = epoch;
       Atomics.store(ctl, CTL_EPOCH_ACK, epoch); // last: the main thread may read the above now
+      if (this.mode === "sab") Atomics.notify(ctl, CTL_EPOCH_ACK); // wakes Atomics.waitAsync
     }
 
     // Throttled (simulated slow device): render only speed/1000 of the quanta.
