@@ -21,6 +21,7 @@ from .session import Session
 
 VOICE_RATE = 24_000
 FRAME_MS = 20
+STALL_PROBABILITY = FRAME_MS / 500  # voice jitter: a network stall about every 0.5 s
 
 _WORDS = tuple(
     " ".join(
@@ -142,8 +143,9 @@ async def voice(s: Session, p: Params) -> None:
     the transcript as text and a clock tool call in the first.
 
     ``rates`` (comma-separated, default ``rate`` = 24000) cycles the sample rate per item.
-    ``jitter`` (ms) delays each frame by up to that much (bursty network; the average rate
-    stays real time). ``barge`` (s) makes the server cut each item that far in with an
+    ``jitter`` (ms) makes the network bursty: about every half second the link stalls for up
+    to that long, then the frames that waited go out at once (the average rate stays real
+    time). ``barge`` (s) makes the server cut each item that far in with an
     ``interrupted`` frame (server-side barge-in). A client's ``playback_position`` report for
     the current item also cuts it. ``listen`` (s) then waits for the client's microphone
     (``input_audio_end``) and answers how much audio it heard.
@@ -167,9 +169,12 @@ async def voice(s: Session, p: Params) -> None:
         word_every = max(1, frames // len(words))
         t0 = time.monotonic()
         sent_words = 0
+        stall_until = 0.0
         for i in range(frames):
-            due = t0 + i * FRAME_MS / 1000 + (rng.random() * jitter if jitter else 0)
-            delay = due - time.monotonic()
+            due = t0 + i * FRAME_MS / 1000
+            if jitter and rng.random() < STALL_PROBABILITY:
+                stall_until = max(stall_until, due + rng.random() * jitter)
+            delay = max(due, stall_until) - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
             if item_id in s.cut_items:

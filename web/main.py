@@ -4,8 +4,9 @@ Query parameters for the page: ``scenario`` (chat | voice | flood | faults | upl
 ``transport`` (auto | websocketstream | websocket), ``audio`` (auto | sab | postmessage),
 ``throttle`` (playback speed in (0, 1], a simulated slow device), ``queue_kb`` (the classic
 WebSocket's receive-queue bound), ``client_credit`` (1: offer credit flow control on every
-transport, 0: never; default: on the classic WebSocket only), ``autostart=1`` to connect on
-load. Every other parameter (turns, seconds, mb, credit, ...) is passed on to ``/ws``.
+transport, 0: never; default: on the classic WebSocket only), ``context_rate=device`` (play
+through the worklet's resampler), ``prebuffer_ms``, ``autostart=1`` to connect on load. Every
+other parameter (turns, seconds, mb, credit, ...) is passed on to ``/ws``.
 """
 
 import asyncio
@@ -17,7 +18,17 @@ from pyodide.ffi import create_proxy
 import pyclient
 from pyclient.browser import websocketstream_available
 
-PAGE_PARAMS = ("scenario", "transport", "audio", "throttle", "autostart", "queue_kb", "client_credit")
+PAGE_PARAMS = (
+    "scenario",
+    "transport",
+    "audio",
+    "throttle",
+    "autostart",
+    "queue_kb",
+    "client_credit",
+    "context_rate",
+    "prebuffer_ms",
+)
 THROTTLED_SPEED = 0.25
 READOUT_MS = 250
 
@@ -76,6 +87,10 @@ async def connect():
     options = {}
     if param("queue_kb"):
         options["receive_queue_bytes"] = int(param("queue_kb")) * 1024
+    if param("context_rate"):
+        options["audio_context_rate"] = param("context_rate")
+    if param("prebuffer_ms"):
+        options["prebuffer_ms"] = float(param("prebuffer_ms"))
     if param("client_credit"):
         options["credit"] = {"1": True, "0": False}.get(param("client_credit"), "auto")
     audio = param("audio", "auto")

@@ -20,7 +20,7 @@ from ..events import AudioChunk
 from .jsutil import import_module, js_object
 
 DEFAULT_RING_CAPACITY = 1 << 16  # samples (2.7 s at 24 kHz, 128 KiB)
-DEFAULT_PREBUFFER_MS = 80.0
+DEFAULT_PREBUFFER_MS = 100.0
 AUDIO_MODES = ("auto", "sab", "postmessage")
 MAX_REMEMBERED_ITEMS = 16
 MAX_REMEMBERED_CUTS = 32
@@ -51,7 +51,11 @@ class AudioSink:
         mode: str = "auto",
         capacity: int = DEFAULT_RING_CAPACITY,
         prebuffer_ms: float = DEFAULT_PREBUFFER_MS,
+        context_rate: str = "stream",
     ) -> None:
+        if context_rate not in ("stream", "device"):
+            raise UsageError(f"context_rate must be 'stream' or 'device', got {context_rate!r}")
+        self.context_rate = context_rate
         self.assets_url = assets_url
         self.mode = resolve_mode(mode)
         self.capacity = capacity
@@ -86,7 +90,13 @@ class AudioSink:
             await self.player.close()
             self.rate_changes += 1
             self._item_starts.clear()
-        opts = js_object(streamRate=rate, capacity=self.capacity, mode=self.mode, prebufferMs=self.prebuffer_ms)
+        opts = js_object(
+            streamRate=rate,
+            capacity=self.capacity,
+            mode=self.mode,
+            prebufferMs=self.prebuffer_ms,
+            contextRate=self.context_rate,
+        )
         self.player = await self._module.createPlayer(opts)
         self.player.setSpeed(self.speed)
         self.rate = rate

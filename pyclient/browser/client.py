@@ -108,6 +108,7 @@ class Client:
         ring_capacity: int = DEFAULT_RING_CAPACITY,
         prebuffer_ms: float = DEFAULT_PREBUFFER_MS,
         playback_speed: float = 1.0,
+        audio_context_rate: str = "stream",
         credit: bool | str = "auto",
         credit_window: int = DEFAULT_CREDIT_WINDOW,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
@@ -135,7 +136,9 @@ class Client:
         self.demux = Demux(max_payload=max_payload)
         self.renderer = TokenRenderer(resolve_element(transcript))
         self.cards = ToolCards(resolve_element(tool_cards))
-        self.audio = AudioSink(assets_url, audio_mode, ring_capacity, prebuffer_ms) if audio else None
+        self.audio = (
+            AudioSink(assets_url, audio_mode, ring_capacity, prebuffer_ms, audio_context_rate) if audio else None
+        )
         if self.audio is not None and playback_speed != 1.0:
             self.audio.set_speed(playback_speed)
         self.executor = ToolExecutor(self.tools)

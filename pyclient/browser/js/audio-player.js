@@ -19,14 +19,18 @@ export function sabAvailable() {
   return typeof SharedArrayBuffer !== "undefined" && globalThis.crossOriginIsolated === true;
 }
 
-function makeContext(streamRate) {
+function makeContext(streamRate, contextRate) {
   // Run the context at the stream's rate where the browser allows it: the browser then
-  // resamples to the device. Otherwise the worklet resamples (linear, phase kept).
-  try {
-    return new AudioContext({ sampleRate: streamRate, latencyHint: "interactive" });
-  } catch (e) {
-    return new AudioContext({ latencyHint: "interactive" });
+  // resamples to the device. Otherwise (or with contextRate "device") the context runs at
+  // the device's rate and the worklet resamples (linear interpolation, phase kept).
+  if (contextRate !== "device") {
+    try {
+      return new AudioContext({ sampleRate: streamRate, latencyHint: "interactive" });
+    } catch (e) {
+      /* fall through: this browser refuses that rate */
+    }
   }
+  return new AudioContext({ latencyHint: "interactive" });
 }
 
 export async function createPlayer(opts) {
@@ -40,7 +44,7 @@ export async function createPlayer(opts) {
   if (mode === "sab" && !sabAvailable()) {
     throw new Error("audio mode 'sab' needs SharedArrayBuffer and a cross-origin isolated page");
   }
-  const ctx = makeContext(streamRate);
+  const ctx = makeContext(streamRate, opts.contextRate);
   await ctx.audioWorklet.addModule(WORKLET_URL);
   let control = null;
   let data = null;
@@ -56,7 +60,7 @@ export async function createPlayer(opts) {
   });
   node.connect(ctx.destination);
   const player = new Player(ctx, node, mode, capacity, streamRate, control, data);
-  player.setPrebufferMs(opts.prebufferMs ?? 80);
+  player.setPrebufferMs(opts.prebufferMs ?? 100);
   // resume() may never settle where there is no audio device; do not block on it.
   ctx.resume().catch(() => {});
   return player;
