@@ -1,4 +1,4 @@
-"""Screenshots of the running demo (Chromium): docs/screenshots/{chat,voice}.png."""
+"""Screenshots of the running demo (Chromium): docs/screenshots/{chat,voice,backpressure}.png."""
 
 from __future__ import annotations
 
@@ -15,6 +15,10 @@ SHOTS = {
     # name: (query, JS condition on s = pyclientStats() to wait for before the shot)
     "chat": ({"scenario": "chat", "turns": 3, "pause": 0.5}, "s.server.turns >= 2"),
     "voice": ({"scenario": "voice", "seconds": 8}, "s.audio.samples_played > 24000 * 4"),
+    "backpressure": (
+        {"scenario": "flood", "throttle": 0.25, "transport": "websocket"},
+        "s.audio.samples_played > 24000 * 2",
+    ),
 }
 
 

@@ -20,6 +20,8 @@ export function createChart(canvas) {
     ctx.clearRect(0, 0, w, h);
     const left = 4, top = 18, bottom = h - 4, plotW = w - left - 4;
     const now = points.length ? points[points.length - 1].t : 0;
+    // The x axis grows with the session up to a minute, so early seconds fill the width.
+    const span = points.length ? Math.max(10, Math.min(WINDOW_S, now - points[0].t)) : WINDOW_S;
     ctx.font = "11px system-ui, sans-serif";
     let x0 = left;
     for (const s of SERIES) {
@@ -33,7 +35,7 @@ export function createChart(canvas) {
       ctx.lineWidth = 1.5;
       ctx.beginPath();
       points.forEach((p, i) => {
-        const x = left + plotW * (1 - (now - p.t) / WINDOW_S);
+        const x = left + plotW * (1 - (now - p.t) / span);
         const y = bottom - ((p[s.key] * s.scale) / max) * (bottom - top);
         if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
       });
