@@ -147,7 +147,8 @@ class Client:
         self.transport_name: str | None = None
         self._seq = Sequencer()
         self._send_lock = asyncio.Lock()
-        self._owner = ProxyOwner()
+        self._owner = ProxyOwner()  # proxies that live as long as the client (stats)
+        self._pipe_owner = ProxyOwner()  # the demux transform: destroyed when the pipe ends
         self._listeners: list[Callable[[Event], Any]] = []
         self._credit: CreditWindow | None = None
         self._tool_tasks: set[asyncio.Task] = set()
@@ -214,7 +215,7 @@ class Client:
             self._fail(str(exc))
             raise
         self.state = "open"
-        transform = js_object(transform=self._owner.proxy(self._transform))
+        transform = js_object(transform=self._pipe_owner.proxy(self._transform))
         # The demux emits nothing downstream; a readable high-water mark of 1 keeps the
         # TransformStream from applying backpressure for a reader that does not exist.
         demux_stream = js.TransformStream.new(transform, js_object(highWaterMark=1), js_object(highWaterMark=1))
@@ -465,6 +466,7 @@ class Client:
             await self._pipe
         except JsException as exc:
             error = f"stream failed: {exc}"
+        self._pipe_owner.close()  # the pipe will not call the transform again
         for event in self.demux.flush_text():
             await self.renderer.write(event.text)
         self.renderer.flush_now()
