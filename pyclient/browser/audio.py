@@ -17,6 +17,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..events import AudioChunk
+from ..playback import positions_at_cut
 from .jsutil import import_module, js_object
 
 DEFAULT_RING_CAPACITY = 1 << 16  # samples (2.7 s at 24 kHz, 128 KiB)
@@ -36,12 +37,6 @@ def resolve_mode(mode: str) -> str:
 
     isolated = bool(getattr(js, "crossOriginIsolated", False))
     return "sab" if isolated and hasattr(js, "SharedArrayBuffer") else "postmessage"
-
-
-def _int32_diff(a: int, b: int) -> int:
-    """``a - b`` for free-running int32 counters that wrap at 2**32."""
-    d = (a - b) & 0xFFFFFFFF
-    return d - (1 << 32) if d >= 1 << 31 else d
 
 
 class AudioSink:
@@ -155,23 +150,8 @@ class AudioSink:
             return []
         promise, starts, reason = pending
         cut = (await promise).to_py()
-        cut_read, flush_to = int(cut["cut_read"]), int(cut["flush_to"])
-        reports = []
-        for i, (item, start) in enumerate(starts):
-            if _int32_diff(flush_to, start) <= 0:
-                break  # nothing of this item was queued at the request
-            if i + 1 < len(starts) and _int32_diff(cut_read, starts[i + 1][1]) >= 0:
-                continue  # this item had finished playing before the cut
-            played = max(0, _int32_diff(cut_read, start))
-            reports.append(
-                {
-                    "item_id": item,
-                    "played_samples": played,
-                    "played_ms": round(played * 1000 / self.rate, 3),
-                    "sample_rate": self.rate,
-                    "reason": reason,
-                }
-            )
+        positions = positions_at_cut(starts, int(cut["cut_read"]), int(cut["flush_to"]), self.rate, reason)
+        reports = [p.as_dict() for p in positions]
         self.cuts.append(
             {
                 "reason": reason,
