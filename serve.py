@@ -26,7 +26,7 @@ async def _serve(host: str, port: int, sndbuf: int) -> None:
     bound = site._server.sockets[0].getsockname()[1]  # the real port when --port 0
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
     print(f"pyclient demo: http://{shown}:{bound}/", flush=True)
-    print("  scenarios: /?scenario=chat | voice | flood   stats: /stats   stop: Ctrl+C", flush=True)
+    print("  scenarios: /?scenario=chat|voice|flood|faults|upload   stats: /stats   stop: Ctrl+C", flush=True)
     try:
         await asyncio.Event().wait()
     finally:

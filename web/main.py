@@ -190,7 +190,10 @@ def update_readout(*_):
         ("audio rate (stream/context)", f"{a.get('sample_rate')} / {a.get('context_rate', '-')}"),
         ("ring fill / capacity", f"{_fmt(a.get('ring_fill', 0))} / {_fmt(a.get('ring_capacity', 0))}"),
         ("samples played", a.get("samples_played", 0)),
-        ("underruns", a.get("underruns", 0)),
+        ("buffered audio (ms)", a.get("buffered_ms", 0.0)),
+        ("underruns / silence (ms)", f"{a.get('underruns', 0)} / {a.get('silence_ms', 0.0):.0f}"),
+        ("audio frames dropped", s["receive"].get("dropped_frames", 0)),
+        ("mic sent (samples)", s["mic"]["sent_samples"]),
         ("send wait (s)", s["send"].get("send_wait_s", 0.0)),
         ("malformed", s["malformed"]),
     ]

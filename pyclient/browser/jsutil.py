@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import js
-from pyodide.ffi import JsProxy, create_once_callable, create_proxy, to_js
+from pyodide.ffi import JsProxy, create_proxy, to_js
 
 
 def js_object(**fields: Any) -> Any:
@@ -33,10 +33,6 @@ class ProxyOwner:
         p = create_proxy(fn)
         self._proxies.append(p)
         return p
-
-    def once(self, fn: Callable[..., Any]) -> Any:
-        """A callable that JS may call once; it frees itself after the call."""
-        return create_once_callable(fn)
 
     def close(self) -> None:
         proxies, self._proxies = self._proxies, []
