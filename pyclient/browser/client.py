@@ -307,6 +307,7 @@ class Client:
                 "frames": d.frames_by_kind.get("text", 0),
                 "chars_rendered": self.renderer.chars_rendered,
                 "pending_chars": self.renderer.pending_chars,
+                "dom_appends": self.renderer.flushes,
             },
             "tools": {
                 "calls": self.tool_calls,

@@ -22,6 +22,8 @@ def check_chat(demo: Demo, expected_transport: str) -> None:
     assert hashlib.sha256(text.encode()).hexdigest() == server["text_sha256"], "transcript differs from what was sent"
     assert len(text) > 500
     assert s["text"]["frames"] == server["text_frames_sent"]
+    # Batched per animation frame: far fewer DOM appends than text frames.
+    assert 0 < s["text"]["dom_appends"] < s["text"]["frames"] / 2
     assert s["tools"]["calls"] == server["tool_calls_sent"] == 2
     assert s["tools"]["results_sent"] == 2 and s["tools"]["errors"] == 0
     assert server["tool_results_received"] == 2
