@@ -361,9 +361,6 @@ class FrameDecoder:
         """Bytes currently held (stream mode)."""
         return len(self._buf)
 
-    def _header(self, raw: bytes) -> tuple[int, int, int, int, int, int]:
-        return HEADER.unpack(raw)
-
     def _check_header(self, version: int, kind: int, reserved: int, seq: int, length: int) -> Malformed | None:
         nbytes = HEADER_SIZE + length
         if length > self.max_payload:
@@ -384,7 +381,7 @@ class FrameDecoder:
             if avail < HEADER_SIZE:
                 out.append(Malformed(str(TruncatedFrame(avail, HEADER_SIZE)), avail))
                 break
-            version, kind, flags, reserved, seq, length = self._header(src.bytes_at(off, HEADER_SIZE))
+            version, kind, flags, reserved, seq, length = HEADER.unpack(src.bytes_at(off, HEADER_SIZE))
             if HEADER_SIZE + length > avail:
                 bad = self._check_header(version, kind, reserved, seq, length)
                 reason = bad.reason if bad else str(TruncatedFrame(avail, HEADER_SIZE + length))
@@ -411,7 +408,7 @@ class FrameDecoder:
                 mv = mv[need:]
                 if len(self._buf) < HEADER_SIZE:
                     break
-                version, kind, _flags, reserved, seq, length = self._header(bytes(self._buf))
+                version, kind, _flags, reserved, seq, length = HEADER.unpack_from(self._buf)
                 bad = self._check_header(version, kind, reserved, seq, length)
                 if bad is not None and length > self.max_payload:
                     out.append(bad)

@@ -4,9 +4,10 @@
 fullness is the backpressure of the audio channel: a slow (or throttled) playback stalls
 the demux, which stops reading the socket.
 
-Barge-in (``interrupt``): the worklet drops everything queued at its next render quantum and
-reports its read counter at the cut; with the write counter at which each item started, that
-gives each item's exact playback position in samples actually rendered (not wall-clock time).
+Barge-in (``request_interrupt``, then ``finish_interrupt``): the worklet drops what was queued
+at the request at its next render quantum and reports its read counter at the cut; with the
+write counter at which each item started, that gives each item's exact playback position in
+samples actually rendered (not wall-clock time; see pyclient/playback.py).
 """
 
 from __future__ import annotations
@@ -166,10 +167,6 @@ class AudioSink:
             }
         )
         return reports
-
-    async def interrupt(self, item_id: int | None = None, reason: str = "client") -> list[dict[str, Any]]:
-        """Flush queued audio now; returns one playback report per item that was queued."""
-        return await self.finish_interrupt(self.request_interrupt(item_id, reason))
 
     def _continue_checksum(self, live: int, live_samples: int) -> int:
         """The checksum over everything played, across players (see ring-layout.js)."""

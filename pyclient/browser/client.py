@@ -230,7 +230,7 @@ class Client:
                 client="pyclient",
                 transport=self.transport_name,
                 tools=self.tools.describe(),
-                audio={"mode": self.audio.stats()["mode"] if self.audio else None},
+                audio={"mode": self.audio.mode if self.audio else None},
             )
         )
         return self
@@ -432,9 +432,7 @@ class Client:
             if self.audio is not None:
                 # Cut now, in stream order: what is queued goes, frames after this event stay.
                 pending = self.audio.request_interrupt(event.item_id, "server")
-                task = asyncio.ensure_future(self._cut(event.item_id, "server", pending))
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
+                self._spawn(self._cut(event.item_id, "server", pending))
         elif isinstance(event, ServerError):
             self._remember(self.server_errors, {"code": event.code, "message": event.message})
         elif isinstance(event, StreamDone):
@@ -442,11 +440,15 @@ class Client:
             # Chromium's WebSocketStream drops unread messages when the server closes first.
             # Audio already queued keeps playing.
             self.done = True
-            task = asyncio.ensure_future(self._close_after_done())
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._spawn(self._close_after_done())
         elif isinstance(event, ProtocolErrorEvent):
             self._remember(self.protocol_errors, event.reason)
+
+    def _spawn(self, coro: Any) -> None:
+        """Run ``coro`` in the background, keeping a reference until it is done."""
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _close_after_done(self) -> None:
         # Reports still being made (playback positions of a cut) go out before we close.

@@ -71,7 +71,6 @@ class WebSocketStreamTransport:
     name = WEBSOCKETSTREAM
 
     def __init__(self) -> None:
-        self._owner = ProxyOwner()
         self._wss: Any = None
         self._writer: Any = None
         self.readable: Any = None
@@ -115,9 +114,6 @@ class WebSocketStreamTransport:
         self.send_stats.bytes_out += len(data)
         self.send_stats.frames_out += 1
 
-    def buffered_amount(self) -> int:
-        return 0  # WebSocketStream exposes backpressure through the writer, not a byte count
-
     def close(self, code: int = 1000, reason: str = "") -> None:
         if self._wss is not None and not self.closed.done():
             try:
@@ -132,7 +128,7 @@ class WebSocketStreamTransport:
         return 0
 
     def dispose(self) -> None:
-        self._owner.close()
+        pass  # holds no proxies: its streams are plain JS objects
 
 
 class ClassicWebSocketTransport:
@@ -233,9 +229,6 @@ class ClassicWebSocketTransport:
         self.send_stats.bytes_out += len(data)
         self.send_stats.frames_out += 1
         self.buffered_amount_max = max(self.buffered_amount_max, ws.bufferedAmount)
-
-    def buffered_amount(self) -> int:
-        return int(self._ws.bufferedAmount) if self._ws is not None else 0
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         if self._ws is not None and self._ws.readyState in (0, 1):
