@@ -5,8 +5,9 @@ Query parameters for the page: ``scenario`` (chat | voice | flood | faults | upl
 ``throttle`` (playback speed in (0, 1], a simulated slow device), ``queue_kb`` (the classic
 WebSocket's receive-queue bound), ``client_credit`` (1: offer credit flow control on every
 transport, 0: never; default: on the classic WebSocket only), ``context_rate=device`` (play
-through the worklet's resampler), ``prebuffer_ms``, ``autostart=1`` to connect on load. Every
-other parameter (turns, seconds, mb, credit, ...) is passed on to ``/ws``.
+through the worklet's resampler), ``prebuffer_ms``, ``send_high_kb``/``send_low_kb`` (send
+watermarks), ``autostart=1`` to connect on load. Every other parameter (turns, seconds, mb,
+credit, ...) is passed on to ``/ws``.
 """
 
 import asyncio
@@ -28,6 +29,8 @@ PAGE_PARAMS = (
     "client_credit",
     "context_rate",
     "prebuffer_ms",
+    "send_high_kb",
+    "send_low_kb",
 )
 THROTTLED_SPEED = 0.25
 READOUT_MS = 250
@@ -87,6 +90,9 @@ async def connect():
     options = {}
     if param("queue_kb"):
         options["receive_queue_bytes"] = int(param("queue_kb")) * 1024
+    if param("send_high_kb"):
+        options["send_high"] = int(param("send_high_kb")) * 1024
+        options["send_low"] = int(param("send_low_kb") or 0) * 1024 or options["send_high"] // 4
     if param("context_rate"):
         options["audio_context_rate"] = param("context_rate")
     if param("prebuffer_ms"):

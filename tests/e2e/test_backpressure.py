@@ -108,17 +108,17 @@ def test_overflow_drops_only_audio_never_text_or_tools(demo: Demo) -> None:
 
 @pytest.mark.parametrize("transport", ["websocket"])
 def test_send_side_waits_above_the_high_water_mark(demo: Demo, transport: str) -> None:
-    # The server stops reading for 6 s and asks for 40 results of 512 KiB: 20 MiB uphill,
-    # more than the kernel buffers on the way can hide.
-    demo.open(scenario="upload", calls=40, kb=512, hold=6, transport=transport)
+    # The server stops reading for 10 s and asks for 60 results of 768 KiB: 45 MiB uphill,
+    # far more than the kernel buffers on the way can hide. Watermarks of 64/16 KiB.
+    demo.open(scenario="upload", calls=60, kb=768, hold=10, transport=transport, send_high_kb=64, send_low_kb=16)
     s = demo.wait_ended()
     assert s["state"] == "closed"
     send = s["send"]
     assert send["send_waits"] > 0 and send["send_wait_s"] > 0.1
     # bufferedAmount never went beyond the high-water mark plus one message.
-    assert s["receive"]["buffered_amount_max"] <= 256 * 1024 + 512 * 1024 + 1024
+    assert s["receive"]["buffered_amount_max"] <= 64 * 1024 + 768 * 1024 + 1024
     server = demo.server.wait_closed(s["server"]["connection_id"])
-    assert server["tool_results_received"] == 40 and all(x["as_expected"] for x in server["tool_results"])
+    assert server["tool_results_received"] == 60 and all(x["as_expected"] for x in server["tool_results"])
     demo.watch.assert_clean()
 
 
