@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import select
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,27 +33,66 @@ MINIBROWSER = next(
 TIMEOUT_S = 90
 
 
+START_TIMEOUT_S = 20  # for Xvfb to name its display
+DRIVER_TIMEOUT_S = 120  # any one WebDriver HTTP call (the default is no timeout at all)
+
+
+def start_xvfb() -> tuple[subprocess.Popen[bytes], str]:
+    """Xvfb on a free display it picks itself; returns the process and ``:N``.
+
+    ``-displayfd`` writes the number and then a newline: the pipe must stay open until both
+    arrived, else Xvfb dies with "Cannot write display number" (seen here, 1 run in 6), and a
+    WebDriver session on a dead display hangs.
+    """
+    read, write = os.pipe()
+    with tempfile.TemporaryFile() as log:  # not a pipe: nobody drains it while the tests run
+        proc = subprocess.Popen(
+            [XVFB, "-displayfd", str(write), "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+            pass_fds=(write,),
+            stderr=log,
+        )
+        os.close(write)
+        got = b""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        with os.fdopen(read, "rb", buffering=0) as pipe:
+            while not got.endswith(b"\n") and (left := deadline - time.monotonic()) > 0:
+                if not select.select([pipe], [], [], left)[0]:
+                    break
+                chunk = pipe.read(16)
+                if not chunk:  # Xvfb exited
+                    break
+                got += chunk
+        number = got.decode().strip()
+        if not got.endswith(b"\n") or not number.isdigit() or proc.poll() is not None:
+            proc.kill()
+            proc.wait(10)
+            log.seek(0)
+            err = log.read().decode(errors="replace")
+            raise RuntimeError(f"Xvfb did not start (display {got!r}, exit {proc.returncode}): {err[-2000:]}")
+    return proc, f":{number}"
+
+
 @pytest.fixture(scope="module")
 def display() -> Iterator[str]:
     if not (DRIVER and XVFB and MINIBROWSER):
         pytest.skip("WebKitWebDriver, MiniBrowser or Xvfb not installed (apt-get install webkit2gtk-driver xvfb)")
-    read, write = os.pipe()
-    proc = subprocess.Popen(
-        [XVFB, "-displayfd", str(write), "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
-        pass_fds=(write,),
-        stderr=subprocess.DEVNULL,
-    )
-    os.close(write)
-    number = os.read(read, 16).decode().strip()
-    os.close(read)
-    yield f":{number}"
-    proc.terminate()
-    proc.wait(10)
+    proc, name = start_xvfb()
+    try:
+        yield name
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 @pytest.fixture
 def webkit(display: str) -> Iterator[Any]:
     from selenium import webdriver
+    from selenium.webdriver.remote.client_config import ClientConfig
+    from selenium.webdriver.remote.remote_connection import RemoteConnection
     from selenium.webdriver.webkitgtk.options import Options
     from selenium.webdriver.webkitgtk.service import Service
 
@@ -59,11 +100,23 @@ def webkit(display: str) -> Iterator[Any]:
     opts.binary_location = MINIBROWSER
     opts.add_argument("--automation")
     service = Service(DRIVER, env={**os.environ, "DISPLAY": display})
-    driver = webdriver.WebKitGTK(options=opts, service=service)
+    service.start()
+    try:
+        # Our own connection, so that every call to the driver has a deadline.
+        config = ClientConfig(remote_server_addr=service.service_url, timeout=DRIVER_TIMEOUT_S)
+        executor = RemoteConnection(client_config=config)
+        driver = webdriver.Remote(command_executor=executor, options=opts)
+    except BaseException:
+        service.stop()
+        raise
+    driver.set_page_load_timeout(TIMEOUT_S)
     try:
         yield driver
     finally:
-        driver.quit()
+        try:
+            driver.quit()
+        finally:
+            service.stop()
 
 
 def stats(driver: Any) -> dict[str, Any] | None:
