@@ -118,6 +118,7 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
             credit=session.credit is not None,
         )
         try:
+            session.drop_after = Params(params).num("drop_after", 0, 0, 10**9, int)
             if run is None:
                 names = ", ".join(sorted(SCENARIOS))
                 await session.control(

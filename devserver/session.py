@@ -48,6 +48,7 @@ class Session:
         self.cut_items: set[int] = set()
         self._mic_end = asyncio.Event()
         self._mic_rate = 0
+        self.drop_after = 0  # > 0: abort the TCP connection after this many frames (a crash)
 
     # ------------------------------------------------------------------ sending
 
@@ -74,6 +75,16 @@ class Session:
         finally:
             self.stats.send_blocked_since = None
         self.stats.on_sent(len(frame), time.monotonic() - t0)
+        if self.drop_after and self.stats.frames_sent >= self.drop_after:
+            self.drop()
+
+    def drop(self) -> None:
+        """Abort the TCP connection with no closing handshake, as a crashed server or a lost
+        network would (``drop_after``); what is still in the send buffer is lost."""
+        self.stats.dropped = True
+        if self.transport is not None:
+            self.transport.abort()
+        raise ConnectionResetError(f"dropped on purpose after {self.stats.frames_sent} frames (drop_after)")
 
     async def text(self, data: str | bytes) -> None:
         # Frames carry bytes: a fragment may end inside a UTF-8 character (on purpose).

@@ -69,6 +69,7 @@ class ConnectionStats:
     mic_rates: set[int] = field(default_factory=set)
     playback_positions: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    dropped: bool = False  # the server aborted the connection on purpose (drop_after)
     _text_sha: Any = field(default_factory=hashlib.sha256, repr=False)
     _audio_sha: Any = field(default_factory=hashlib.sha256, repr=False)
     _mic_sha: Any = field(default_factory=hashlib.sha256, repr=False)
@@ -158,6 +159,7 @@ class ConnectionStats:
             "mic_sha256": self._mic_sha.hexdigest(),
             "playback_positions": self.playback_positions[-50:],
             "errors": self.errors[-20:],
+            "dropped": self.dropped,
             "timeline": list(self._timeline),
         }
 

@@ -477,6 +477,9 @@ class Client:
         if self._tool_tasks:
             await asyncio.wait(list(self._tool_tasks), timeout=5)
         clean = error is None and code in (1000, 1005)
+        if code not in (1000, 1005):  # the socket's verdict first, whichever path saw it
+            lost = f"connection closed abnormally (code {code}{': ' + reason if reason else ''})"
+            error = lost if error is None or (reason and reason in error) else f"{lost}; {error}"
         self._finish({"code": code, "reason": reason}, clean=clean, error=error)
 
     def _finish(self, info: dict[str, Any], clean: bool, error: str | None = None) -> None:
@@ -486,7 +489,7 @@ class Client:
         if clean:
             self.state = "closed"
         else:
-            self._fail(error or f"connection closed abnormally (code {info.get('code')}: {info.get('reason')})")
+            self._fail(error or f"connection closed abnormally (code {info.get('code')})")
         self.renderer.close()
         if self.transport is not None:
             self.transport.dispose()

@@ -94,7 +94,7 @@ class WebSocketStreamTransport:
             info = await self._wss.closed
             result = (int(info.closeCode or 1005), str(info.reason or ""))
         except JsException as exc:
-            result = (1006, f"connection failed: {exc}")
+            result = (1006, str(exc))  # closed without a closing handshake
         if not self.closed.done():
             self.closed.set_result(result)
 

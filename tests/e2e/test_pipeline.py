@@ -111,3 +111,38 @@ def test_readme_minimal_page_works(demo: Demo) -> None:
     assert all(r["as_expected"] for r in server["tool_results"]), server["tool_results"]
     assert demo.transcript() and demo.page.locator(".tool-card.ok").count() == 2
     demo.watch.assert_clean()
+
+
+@pytest.mark.parametrize("transport", ["auto", "websocket"])
+def test_a_dropped_connection_is_a_clear_error_and_keeps_what_arrived(
+    demo: Demo, transport: str, browser_name: str
+) -> None:
+    if browser_name == "firefox" and transport == "auto":
+        pytest.skip("auto is websocket in Firefox: covered by the other parameter")
+    chat = {"scenario": "chat", "turns": 1, "tokens": 300, "burst": 0.5, "pause": 0, "transport": transport}
+    demo.open(**chat)
+    assert demo.wait_ended()["state"] == "closed"
+    full = demo.transcript()
+    # The server aborts the TCP connection (no closing handshake) after 80 frames, mid-turn.
+    demo.open(**chat, drop_after=80)
+    s = demo.wait_ended()
+    assert s["state"] == "error", s
+    assert s["close"]["code"] == 1006 and s["error"].startswith("connection closed abnormally (code 1006"), s
+    assert "error:" in demo.page.locator("#status").text_content()
+    server = demo.server.wait_closed(s["server"]["connection_id"])
+    assert server["dropped"] and not s["server"]["done"]
+    text = demo.transcript()
+    assert text and full.startswith(text) and len(text) < len(full), "what arrived is shown, in order, intact"
+    assert s["malformed"] == 0 and s["seq_gaps"] == 0
+    demo.watch.assert_clean()
+
+
+def test_audio_that_arrived_before_a_drop_still_plays_out(demo: Demo) -> None:
+    demo.open(scenario="voice", seconds=3, drop_after=60)
+    s = demo.wait_ended()
+    assert s["state"] == "error" and s["close"]["code"] == 1006, s
+    received = s["audio"]["samples_received"]
+    assert received > 0
+    a = demo.wait_for(f"s.audio.samples_played >= {received}")["audio"]
+    assert a["samples_played"] == received and a["ring_fill"] == 0
+    demo.watch.assert_clean()

@@ -67,6 +67,7 @@ async def converse(client: TestClient, query: str, protocols: tuple[str, ...] = 
                 grant = credit.on_consumed(len(msg.data))
                 if grant:
                     await ws.send_bytes(seq.credit(grant))
+    out["close_code"] = ws.close_code
     for _ in range(100):  # the server records the close right after the handshake
         stats = await (await client.get(f"/stats?id={out['id']}")).json()
         if not stats["open"]:
@@ -120,6 +121,20 @@ def test_server_without_credit_support_refuses_the_subprotocol() -> None:
             "/ws?scenario=chat&credit=0", protocols=("pyclient.v1.credit", "pyclient.v1")
         ) as ws:
             assert ws.protocol == "pyclient.v1"
+
+    with_client(t)
+
+
+def test_drop_after_aborts_the_connection_like_a_crash() -> None:
+    async def t(client: TestClient) -> None:
+        out = await converse(client, "scenario=chat&turns=1&tokens=200&burst=0&drop_after=40")
+        st = out["stats"]
+        assert st["dropped"] and st["frames_sent"] == 40
+        assert any("dropped on purpose" in e for e in st["errors"]), st["errors"]
+        assert out["close_code"] not in (1000, 1001), "a drop has no closing handshake"
+        assert "StreamDone" not in out["events"] and 0 < len(out["events"]) <= 40
+        full = await converse(client, "scenario=chat&turns=1&tokens=200&burst=0")
+        assert full["text"].startswith(out["text"]) and len(out["text"]) < len(full["text"])
 
     with_client(t)
 
