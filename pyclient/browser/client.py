@@ -63,6 +63,7 @@ DEFAULT_ASSETS_URL = "/pyclient/browser/js/"
 MAX_REMEMBERED_ERRORS = 20
 
 STATES = ("idle", "connecting", "open", "closing", "closed", "error")
+CLEAN_CLOSE_CODES = (1000, 1005)  # normal closure; no status code given
 
 
 def absolute_ws_url(url: str) -> str:
@@ -251,7 +252,7 @@ class Client:
         try:
             await asyncio.wait_for(asyncio.shield(self._closed), 5)
         except TimeoutError:
-            self._finish({"code": None, "reason": "close timed out"}, clean=False)
+            self._finish({"code": None, "reason": "close timed out"})
 
     async def interrupt(self) -> list[dict[str, Any]]:
         """Barge-in from the client: flush queued audio now and tell the server, per audio
@@ -476,20 +477,22 @@ class Client:
         code, reason = await self.transport.closed
         if self._tool_tasks:
             await asyncio.wait(list(self._tool_tasks), timeout=5)
-        clean = error is None and code in (1000, 1005)
-        if code not in (1000, 1005):  # the socket's verdict first, whichever path saw it
-            lost = f"connection closed abnormally (code {code}{': ' + reason if reason else ''})"
-            error = lost if error is None or (reason and reason in error) else f"{lost}; {error}"
-        self._finish({"code": code, "reason": reason}, clean=clean, error=error)
+        self._finish({"code": code, "reason": reason}, error=error)
 
-    def _finish(self, info: dict[str, Any], clean: bool, error: str | None = None) -> None:
+    def _finish(self, info: dict[str, Any], error: str | None = None) -> None:
+        """End the session: ``closed`` after a clean close, else ``error`` with one message
+        that gives the socket's verdict first, whichever path saw the failure."""
         if self._closed.done():
             return
         self.close_info = info
-        if clean:
+        code, reason = info["code"], info["reason"]
+        if code not in CLEAN_CLOSE_CODES:
+            lost = f"connection closed abnormally (code {code}{': ' + reason if reason else ''})"
+            error = lost if error is None or (reason and reason in error) else f"{lost}; {error}"
+        if error is None:
             self.state = "closed"
         else:
-            self._fail(error or f"connection closed abnormally (code {info.get('code')})")
+            self._fail(error)
         self.renderer.close()
         if self.transport is not None:
             self.transport.dispose()

@@ -30,9 +30,7 @@ XVFB = shutil.which("Xvfb")
 MINIBROWSER = next(
     (str(p) for p in Path("/usr/lib").glob("*/webkit2gtk-4.*/MiniBrowser") if os.access(p, os.X_OK)), None
 )
-TIMEOUT_S = 90
-
-
+TIMEOUT_S = 90  # for a demo session to end
 START_TIMEOUT_S = 20  # for Xvfb to name its display
 DRIVER_TIMEOUT_S = 120  # any one WebDriver HTTP call (the default is no timeout at all)
 
