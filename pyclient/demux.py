@@ -2,13 +2,23 @@
 
 Sans-I/O. Feed it whole WebSocket messages (``feed_message``) or a byte stream (``feed``); it
 returns events. It checks sequence numbers, decodes text incrementally (a UTF-8 character may
-be split across frames), assembles streamed tool calls and turns every peer error into a
-``ProtocolErrorEvent`` -- it never raises because of what the peer sent.
+be split across frames), assembles streamed tool calls and times out the ones left open.
+
+**Contract: ``feed_message``, ``feed``, ``expire`` and ``flush_text`` never raise because of
+what the peer sent.** Every peer error becomes a ``ProtocolErrorEvent`` counted in
+``stats.malformed`` (a frame that cannot be decoded, JSON nested too deep, a bad call_id ...),
+or a ``ToolCallInvalid`` (a tool call that cannot run: it gets a failed result), and the stream
+goes on with the next frame. As a last line of defence each frame is routed on its own: if
+routing one raises anyway (a bug), it becomes ``ProtocolErrorEvent("internal decoder error:
+...")``, counted as malformed, and the events before it and the frames after it in the same
+message are kept.
 """
 
 from __future__ import annotations
 
 import codecs
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,8 +51,15 @@ from .frames import (
     TextFrame,
     ToolCallFrame,
     ToolResultFrame,
+    internal_error_reason,
 )
-from .tools import DEFAULT_MAX_ARGUMENT_BYTES, DEFAULT_MAX_OPEN_CALLS, ToolCallAssembler
+from .tools import (
+    DEFAULT_MAX_ARGUMENT_BYTES,
+    DEFAULT_MAX_OPEN_BYTES,
+    DEFAULT_MAX_OPEN_CALLS,
+    DEFAULT_OPEN_CALL_TIMEOUT,
+    ToolCallAssembler,
+)
 
 _CONTROL_EVENTS = {"hello": ServerHello, "end_of_turn": TurnEnded, "done": StreamDone}
 
@@ -73,9 +90,19 @@ class Demux:
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         max_open_calls: int = DEFAULT_MAX_OPEN_CALLS,
         max_argument_bytes: int = DEFAULT_MAX_ARGUMENT_BYTES,
+        *,
+        max_open_tool_bytes: int = DEFAULT_MAX_OPEN_BYTES,
+        open_call_timeout: float = DEFAULT_OPEN_CALL_TIMEOUT,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.decoder = FrameDecoder(max_payload)
-        self.tools = ToolCallAssembler(max_open_calls, max_argument_bytes)
+        self.tools = ToolCallAssembler(
+            max_open_calls,
+            max_argument_bytes,
+            max_open_bytes=max_open_tool_bytes,
+            open_call_timeout=open_call_timeout,
+            clock=clock,
+        )
         self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
         self._expected_seq: int | None = None
         self._forgiven: set[int] = set()
@@ -89,17 +116,29 @@ class Demux:
         """Route every frame of one whole WebSocket message."""
         if isinstance(src, (bytes, bytearray, memoryview)):
             src = BytesSource(src)
-        out: list[Event] = []
+        out: list[Event] = list(self.tools.expire())
         for decoded in self.decoder.feed_message(src):
-            self._route(decoded, out)
+            self._route_one(decoded, out)
         return out
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Event]:
         """Route the frames completed by ``data`` (a byte stream split anywhere)."""
-        out: list[Event] = []
-        for decoded in self.decoder.feed(data):
-            self._route(decoded, out)
+        out: list[Event] = list(self.tools.expire())
+        try:
+            frames = self.decoder.feed(data)
+        except Exception as exc:  # a decoder bug: report it, drop what the decoder held
+            self.decoder = FrameDecoder(self.decoder.max_payload)
+            frames = [Malformed(internal_error_reason(exc), len(data))]
+        for decoded in frames:
+            self._route_one(decoded, out)
         return out
+
+    def expire(self, now: float | None = None) -> list[Event]:
+        """Fail tool calls open longer than ``open_call_timeout``; each feed does this too.
+
+        A caller with no data arriving can run it on a timer (``self.tools.next_expiry``).
+        """
+        return list(self.tools.expire(now))
 
     def flush_text(self) -> list[Event]:
         """At end of stream: text held back because it ended inside a UTF-8 character."""
@@ -128,6 +167,17 @@ class Demux:
             self.stats.seq_gaps += 1
             out.append(ProtocolErrorEvent(f"sequence gap: expected frame {expected}, got {seq}", 0, seq))
         self._expected_seq = (seq + 1) % SEQ_MODULUS
+
+    def _route_one(self, d: Decoded, out: list[Event]) -> None:
+        """Route one frame; if that raises (a bug), the frame becomes a counted protocol error."""
+        try:
+            self._route(d, out)
+        except Exception as exc:
+            self.stats.malformed += 1
+            nbytes = getattr(d, "nbytes", 0)
+            out.append(
+                ProtocolErrorEvent(internal_error_reason(exc), nbytes if isinstance(nbytes, int) else 0, d.seq, d.kind)
+            )
 
     def _route(self, d: Decoded, out: list[Event]) -> None:
         if isinstance(d, Malformed):

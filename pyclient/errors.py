@@ -5,6 +5,7 @@
     │   ├── FrameTooLarge           a frame header announced more than the configured maximum
     │   └── TruncatedFrame          a message ended in the middle of a frame
     ├── UsageError                  *our caller* misused the API (like h11's LocalProtocolError)
+    │   └── EncodeError             a frame we were asked to send cannot be encoded (says why)
     ├── TransportError              the browser transport failed (socket error, unsupported API)
     │   └── TransportUnsupported    the requested transport does not exist in this browser
     └── ToolError                   a tool call could not be executed (carries a structured payload)
@@ -46,6 +47,15 @@ class TruncatedFrame(ProtocolError):
 
 class UsageError(PyclientError):
     """The calling code used pyclient wrongly (bad argument, wrong state)."""
+
+
+class EncodeError(UsageError):
+    """A frame we were asked to send cannot be encoded; the message says why, with the numbers.
+
+    Raised before a sequence number is used (``frames.Sequencer``), for what the peer could not
+    decode: lone surrogates, NaN or infinities, non-JSON types, nesting too deep, out-of-range
+    header fields.
+    """
 
 
 class TransportError(PyclientError):

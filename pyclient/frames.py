@@ -12,9 +12,23 @@ Theory of operation (the normative text is docs/PROTOCOL.md):
   ``FrameDecoder.feed_message`` relies on that (zero-copy, no buffering);
   ``FrameDecoder.feed`` accepts an arbitrary byte stream split anywhere and buffers at most
   one frame (bounded by ``max_payload``).
-* Nothing here raises on bad input from the peer: a frame that cannot be decoded becomes a
+* **Contract: decoding never raises on peer input.** A frame that cannot be decoded becomes a
   ``Malformed`` value in the output list, carrying the reason with the numbers, and decoding
-  goes on with the next frame.
+  goes on with the next frame. That covers JSON nested deeper than ``MAX_JSON_DEPTH`` (64; it
+  is refused by a cheap scan *before* ``json.loads``, because under Pyodide the C stack can
+  overflow before Python raises ``RecursionError``), ``NaN``/``Infinity`` literals (not JSON),
+  and a ``call_id`` that is empty, longer than ``MAX_CALL_ID_CHARS`` (256) or not valid Unicode
+  (a lone surrogate escape such as ``"\\ud800"``): nobody could be answered about that call.
+  Lone surrogates elsewhere in CONTROL and TOOL_RESULT JSON are replaced with U+FFFD, as
+  invalid UTF-8 in text is; in TOOL_CALL names and arguments they are left for the tool-call
+  assembler, which fails that call with a structured error. Should a bug still raise while one
+  frame is decoded, that frame becomes ``Malformed("internal decoder error: ...")`` and the
+  next frame of the message still decodes.
+* Encoding is strict the other way round: ``encode_json`` and the ``Sequencer`` raise
+  ``EncodeError`` (a ``UsageError``: our caller's mistake) for anything the peer could not
+  decode -- lone surrogates, NaN/infinities, non-JSON types, nesting deeper than
+  ``MAX_JSON_DEPTH``, header fields out of range. ``Sequencer`` encodes a frame completely
+  before it takes a sequence number, so a frame that cannot be encoded uses none.
 
 Payloads are read through a small ``ByteSource`` protocol so that the browser shell can hand
 in a JavaScript ``ArrayBuffer`` and get audio payloads back as zero-copy JS views, while
@@ -24,12 +38,16 @@ headers, text and JSON (small) are copied into Python once.
 from __future__ import annotations
 
 import json
+import math
+import operator
+import re
 import struct
 from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
+from itertools import accumulate, count
 from typing import Any, Protocol
 
-from .errors import FrameTooLarge, TruncatedFrame
+from .errors import EncodeError, FrameTooLarge, TruncatedFrame
 
 PROTOCOL_VERSION = 1
 HEADER = struct.Struct("!BBBBII")
@@ -42,6 +60,9 @@ DEFAULT_MAX_PAYLOAD = 1 << 20  # 1 MiB
 MIN_SAMPLE_RATE = 8_000
 MAX_SAMPLE_RATE = 192_000
 SEQ_MODULUS = 1 << 32
+MAX_JSON_DEPTH = 64  # nesting of [ and { in any JSON payload, both directions
+MAX_CALL_ID_CHARS = 256
+MAX_TOOL_NAME_CHARS = 128  # checked by the tool-call assembler (a bad name fails the call)
 
 
 class Kind(IntEnum):
@@ -156,50 +177,225 @@ Frame = AudioFrame | TextFrame | ToolCallFrame | ToolResultFrame | ControlFrame 
 Decoded = Frame | Malformed
 
 
+# --------------------------------------------------------------------------- JSON
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_CONTAINERS = (dict, list, tuple)
+
+
+def _check_encodable_tree(obj: Any, limit: int = MAX_JSON_DEPTH) -> None:
+    """Refuse nesting deeper than ``limit`` (or circular) and NaN/infinities, without recursion."""
+    seen: dict[int, int] = {}  # id of a container -> deepest level it was walked at
+    stack = [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, float):
+            if not math.isfinite(node):
+                raise EncodeError(f"cannot encode as JSON: float {node!r} (NaN and infinities are not JSON)")
+            continue
+        if not isinstance(node, _CONTAINERS):
+            continue
+        if depth > limit:
+            raise EncodeError(f"cannot encode as JSON: nested more than {limit} deep (or circular), limit is {limit}")
+        if seen.get(id(node), 0) >= depth:
+            continue  # shared sub-tree already walked at this depth or deeper
+        seen[id(node)] = depth
+        children = node.values() if isinstance(node, dict) else node
+        for child in children:
+            if isinstance(child, (float, *_CONTAINERS)):
+                stack.append((child, depth + 1))
+
+
+def encode_json(obj: Any) -> bytes:
+    """Strict, compact UTF-8 JSON: what every JSON payload we send goes through.
+
+    Raises ``EncodeError`` (saying why, with the numbers) for lone surrogates, NaN and
+    infinities, types JSON does not have (set, bytes, objects...), integers too long to print,
+    and nesting deeper than ``MAX_JSON_DEPTH`` -- all things the peer could not decode.
+    """
+    _check_encodable_tree(obj)
+    try:
+        text = _ENCODER.encode(obj)
+    except Exception as exc:  # TypeError (not JSON), ValueError (NaN key, int too long), user code
+        raise EncodeError(f"cannot encode as JSON: {type(exc).__name__}: {exc}") from exc
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = ord(text[exc.start])
+        raise EncodeError(
+            f"cannot encode as JSON: lone surrogate U+{bad:04X} at character {exc.start} of {len(text)} "
+            "(strings must be valid Unicode)"
+        ) from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+# What is left of JSON text once strings (even unterminated ones) and everything but brackets
+# are cut out. Possessive quantifiers keep it linear on any input.
+_NOT_BRACKETS = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+"?|[^\[\]{}"]++', re.DOTALL)
+_DEPTH_STEP = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")  # +1 / -1, offset by one per bracket
+
+
+def json_depth(text: str) -> int:
+    """How deep ``[`` and ``{`` nest in JSON text, outside strings (unclosed ones count).
+
+    Linear and iterative: the brackets are cut out with one regex, and the running depth is an
+    ``accumulate`` in C -- so it is safe on hostile input where ``json.loads`` would recurse.
+    """
+    steps = _NOT_BRACKETS.sub("", text).encode("ascii").translate(_DEPTH_STEP)
+    if not steps:
+        return 0
+    return max(0, max(map(operator.sub, accumulate(steps), count(1))))
+
+
+def decode_json(text: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``json.loads`` for peer input: raises ``ValueError`` (with the numbers), never recurses deep.
+
+    Refuses nesting deeper than ``max_depth`` before parsing (only scanned for when the text has
+    more than ``max_depth`` opening brackets at all) and the non-JSON literals NaN/Infinity.
+    """
+    if text.count("[") + text.count("{") > max_depth:
+        depth = json_depth(text)
+        if depth > max_depth:
+            raise ValueError(f"JSON nested {depth} deep, limit is {max_depth}")
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError as exc:  # not reached after the scan; kept as a second guard
+        raise ValueError(f"JSON nested too deep for the parser (limit is {max_depth})") from exc
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _has_surrogate_escape(text: str) -> bool:
+    return "\\u" in text and _SURROGATE_ESCAPE.search(text) is not None
+
+
+def _scrub(obj: Any) -> Any:
+    """Replace lone surrogates with U+FFFD in every string of decoded JSON (depth is bounded)."""
+    if isinstance(obj, str):
+        return _LONE_SURROGATE.sub("\ufffd", obj)
+    if isinstance(obj, list):
+        return [_scrub(v) for v in obj]
+    if isinstance(obj, dict):
+        return {_scrub(k): _scrub(v) for k, v in obj.items()}
+    return obj
+
+
+def call_id_problem(call_id: object) -> str | None:
+    """Why ``call_id`` cannot name a call on the wire, or None if it can."""
+    if not isinstance(call_id, str) or not call_id:
+        return "tool frame without a string 'call_id'"
+    if len(call_id) > MAX_CALL_ID_CHARS:
+        return f"tool frame 'call_id' of {len(call_id)} characters, limit is {MAX_CALL_ID_CHARS}"
+    bad = _LONE_SURROGATE.search(call_id)
+    if bad:
+        return f"tool frame 'call_id' holds a lone surrogate U+{ord(bad.group()):04X} at character {bad.start()}"
+    return None
+
+
 # --------------------------------------------------------------------------- encoding
 
-
-def _json(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+_U8 = 0xFF
+_U32 = 0xFFFFFFFF
 
 
 def encode_raw(kind: int, seq: int, payload: bytes, flags: int = 0, version: int = PROTOCOL_VERSION) -> bytes:
     """Encode one frame from an already-built payload (tests use it to forge bad frames)."""
+    for name, value in (("version", version), ("kind", kind), ("flags", flags)):
+        if not isinstance(value, int) or not 0 <= value <= _U8:
+            raise EncodeError(f"header field {name}={value!r} outside 0..{_U8}")
+    if not isinstance(seq, int):
+        raise EncodeError(f"sequence number {seq!r} is not an int")
+    if len(payload) > _U32:
+        raise EncodeError(f"payload of {len(payload)} bytes, the header holds at most {_U32}")
     return HEADER.pack(version, kind, flags, 0, seq % SEQ_MODULUS, len(payload)) + payload
 
 
+def _audio_payload(pcm: Any, sample_rate: int, item_id: int) -> bytes:
+    raw = bytes(pcm)
+    if len(raw) % 2:
+        raise EncodeError(f"audio of {len(raw)} bytes: PCM16 needs an even number")
+    if not isinstance(sample_rate, int) or not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+        raise EncodeError(f"audio sample rate {sample_rate!r} Hz outside {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE}")
+    if not isinstance(item_id, int) or not 0 <= item_id <= _U32:
+        raise EncodeError(f"audio item_id {item_id!r} outside 0..{_U32}")
+    return AUDIO_META.pack(sample_rate, item_id) + raw
+
+
+def _text_payload(text: str | bytes) -> bytes:
+    if not isinstance(text, str):
+        return bytes(text)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = ord(text[exc.start])
+        raise EncodeError(f"text holds a lone surrogate U+{bad:04X} at character {exc.start} of {len(text)}") from None
+
+
+def _checked_call_id(call_id: Any) -> str:
+    problem = call_id_problem(call_id)
+    if problem is not None:
+        raise EncodeError(f"cannot send: {problem}")
+    return call_id
+
+
+def _tool_call_payload(call_id: str, name: str | None, arguments_delta: str) -> bytes:
+    obj: dict[str, Any] = {"call_id": _checked_call_id(call_id), "arguments_delta": arguments_delta}
+    if name is not None:
+        obj["name"] = name
+    return encode_json(obj)
+
+
+def _tool_result_payload(call_id: str, ok: bool, result: Any, error: dict[str, Any] | None) -> bytes:
+    obj: dict[str, Any] = {"call_id": _checked_call_id(call_id), "ok": bool(ok)}
+    if ok:
+        obj["result"] = result
+    else:
+        obj["error"] = error or {"type": "error", "message": ""}
+    return encode_json(obj)
+
+
+def _control_payload(type: str, fields: dict[str, Any]) -> bytes:
+    if not isinstance(type, str) or not type:
+        raise EncodeError(f"control type {type!r} is not a non-empty string")
+    return encode_json({"type": type, **fields})
+
+
+def _credit_payload(grant: int) -> bytes:
+    if not isinstance(grant, int) or not 0 <= grant <= _U32:
+        raise EncodeError(f"credit grant {grant!r} outside 0..{_U32}")
+    return CREDIT_PAYLOAD.pack(grant)
+
+
 def encode_frame(frame: Frame) -> bytes:
-    """Encode any frame dataclass to bytes."""
+    """Encode any frame dataclass to bytes; ``EncodeError`` if the peer could not decode it."""
     if isinstance(frame, AudioFrame):
-        pcm = bytes(frame.pcm)
-        payload = AUDIO_META.pack(frame.sample_rate, frame.item_id) + pcm
+        payload = _audio_payload(frame.pcm, frame.sample_rate, frame.item_id)
     elif isinstance(frame, TextFrame):
-        payload = bytes(frame.data)
+        payload = _text_payload(frame.data)
     elif isinstance(frame, ToolCallFrame):
-        obj: dict[str, Any] = {"call_id": frame.call_id, "arguments_delta": frame.arguments_delta}
-        if frame.name is not None:
-            obj["name"] = frame.name
-        payload = _json(obj)
+        payload = _tool_call_payload(frame.call_id, frame.name, frame.arguments_delta)
     elif isinstance(frame, ToolResultFrame):
-        obj = {"call_id": frame.call_id, "ok": frame.ok}
-        if frame.ok:
-            obj["result"] = frame.result
-        else:
-            obj["error"] = frame.error or {"type": "error", "message": ""}
-        payload = _json(obj)
+        payload = _tool_result_payload(frame.call_id, frame.ok, frame.result, frame.error)
     elif isinstance(frame, ControlFrame):
-        payload = _json({"type": frame.type, **frame.fields})
+        payload = _control_payload(frame.type, frame.fields)
     elif isinstance(frame, CreditFrame):
-        payload = CREDIT_PAYLOAD.pack(frame.grant)
-    else:  # pragma: no cover - guarded by typing
-        raise TypeError(f"not a frame: {frame!r}")
+        payload = _credit_payload(frame.grant)
+    else:
+        raise EncodeError(f"not a frame: {type(frame).__name__}")
     return encode_raw(frame.kind, frame.seq, payload, frame.flags)
 
 
 class Sequencer:
     """Hands out per-direction sequence numbers (u32, wrapping) and encodes frames.
 
-    Builders take the same arguments as the frame dataclasses minus ``seq``.
+    Builders take the same arguments as the frame dataclasses minus ``seq``. Each builds the
+    whole frame first and takes its sequence number last: a frame that cannot be encoded
+    raises ``EncodeError`` and leaves ``next_seq`` unchanged (no gap on the wire).
     """
 
     def __init__(self, start: int = 0) -> None:
@@ -210,30 +406,33 @@ class Sequencer:
         self.next_seq = (seq + 1) % SEQ_MODULUS
         return seq
 
+    def _frame(self, kind: int, payload: bytes, flags: int = 0, version: int = PROTOCOL_VERSION) -> bytes:
+        raw = encode_raw(kind, self.next_seq, payload, flags, version)
+        self._take()
+        return raw
+
     def audio(self, pcm: bytes, *, sample_rate: int, item_id: int, final: bool = False) -> bytes:
-        flags = Flag.FIN if final else 0
-        return encode_frame(AudioFrame(self._take(), sample_rate, item_id, pcm, len(pcm), flags))
+        return self._frame(Kind.AUDIO, _audio_payload(pcm, sample_rate, item_id), Flag.FIN if final else 0)
 
     def text(self, text: str | bytes) -> bytes:
-        raw = text.encode() if isinstance(text, str) else bytes(text)
-        return encode_frame(TextFrame(self._take(), raw))
+        return self._frame(Kind.TEXT, _text_payload(text))
 
     def tool_call(self, call_id: str, arguments_delta: str, *, name: str | None = None, final: bool = False) -> bytes:
-        flags = Flag.FIN if final else 0
-        return encode_frame(ToolCallFrame(self._take(), call_id, name, arguments_delta, flags))
+        payload = _tool_call_payload(call_id, name, arguments_delta)
+        return self._frame(Kind.TOOL_CALL, payload, Flag.FIN if final else 0)
 
     def tool_result(self, call_id: str, *, ok: bool, result: Any = None, error: dict[str, Any] | None = None) -> bytes:
-        return encode_frame(ToolResultFrame(self._take(), call_id, ok, result, error))
+        return self._frame(Kind.TOOL_RESULT, _tool_result_payload(call_id, ok, result, error))
 
     def raw(self, kind: int, payload: bytes, flags: int = 0, version: int = PROTOCOL_VERSION) -> bytes:
         """A frame with an arbitrary payload (used to forge malformed frames in tests)."""
-        return encode_raw(kind, self._take(), payload, flags, version)
+        return self._frame(kind, payload, flags, version)
 
     def control(self, type: str, **fields: Any) -> bytes:
-        return encode_frame(ControlFrame(self._take(), type, fields))
+        return self._frame(Kind.CONTROL, _control_payload(type, fields))
 
     def credit(self, grant: int) -> bytes:
-        return encode_frame(CreditFrame(self._take(), grant))
+        return self._frame(Kind.CREDIT, _credit_payload(grant))
 
 
 # --------------------------------------------------------------------------- decoding
@@ -271,15 +470,16 @@ class BytesSource:
         return self._mv[offset : offset + length]
 
 
-def _load_json_object(raw: bytes) -> dict[str, Any] | str:
-    """Parse a JSON object; on failure return the reason as a string."""
+def _load_json_object(raw: bytes) -> tuple[dict[str, Any], str] | str:
+    """Parse a JSON object; returns it with its text, or the reason it is not one."""
     try:
-        obj = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+        text = raw.decode("utf-8")
+        obj = decode_json(text)
+    except ValueError as exc:  # includes UnicodeDecodeError and JSONDecodeError
         return f"invalid JSON payload ({len(raw)} bytes): {exc}"
     if not isinstance(obj, dict):
         return f"JSON payload is a {type(obj).__name__}, expected an object"
-    return obj
+    return obj, text
 
 
 def decode_payload(kind: int, flags: int, seq: int, src: ByteSource, offset: int, length: int) -> Decoded:
@@ -312,18 +512,24 @@ def decode_payload(kind: int, flags: int, seq: int, src: ByteSource, offset: int
     if kind not in (Kind.TOOL_CALL, Kind.TOOL_RESULT, Kind.CONTROL):
         return Malformed(f"unknown frame kind {kind}", nbytes, seq, kind)
 
-    obj = _load_json_object(src.bytes_at(offset, length))
-    if isinstance(obj, str):
-        return Malformed(obj, nbytes, seq, kind)
+    loaded = _load_json_object(src.bytes_at(offset, length))
+    if isinstance(loaded, str):
+        return Malformed(loaded, nbytes, seq, kind)
+    obj, text = loaded
+    surrogates = _has_surrogate_escape(text)
     if kind == Kind.CONTROL:
+        if surrogates:
+            obj = _scrub(obj)
         ctype = obj.pop("type", None)
         if not isinstance(ctype, str) or not ctype:
             return Malformed("control frame without a string 'type'", nbytes, seq, kind)
         return ControlFrame(seq, ctype, obj, flags)
     call_id = obj.get("call_id")
-    if not isinstance(call_id, str) or not call_id:
-        return Malformed("tool frame without a string 'call_id'", nbytes, seq, kind)
+    problem = call_id_problem(call_id)
+    if problem is not None:
+        return Malformed(problem, nbytes, seq, kind)
     if kind == Kind.TOOL_CALL:
+        # name and arguments_delta keep lone surrogates: the assembler fails the call for them.
         name = obj.get("name")
         delta = obj.get("arguments_delta", "")
         if name is not None and not isinstance(name, str):
@@ -331,6 +537,8 @@ def decode_payload(kind: int, flags: int, seq: int, src: ByteSource, offset: int
         if not isinstance(delta, str):
             return Malformed("tool call 'arguments_delta' is not a string", nbytes, seq, kind)
         return ToolCallFrame(seq, call_id, name, delta, flags)
+    if surrogates:
+        obj = _scrub(obj)
     ok = obj.get("ok")
     if not isinstance(ok, bool):
         return Malformed("tool result without a boolean 'ok'", nbytes, seq, kind)
@@ -371,8 +579,10 @@ class FrameDecoder:
             return Malformed(f"reserved header byte is {reserved}, expected 0", nbytes, seq, kind)
         return None
 
-    def feed_message(self, src: ByteSource) -> list[Decoded]:
-        """Decode every frame of one whole message."""
+    def feed_message(self, src: ByteSource | bytes | bytearray | memoryview) -> list[Decoded]:
+        """Decode every frame of one whole message. Never raises on what the message holds."""
+        if isinstance(src, (bytes, bytearray, memoryview)):
+            src = BytesSource(src)
         out: list[Decoded] = []
         total = len(src)
         off = 0
@@ -381,14 +591,23 @@ class FrameDecoder:
             if avail < HEADER_SIZE:
                 out.append(Malformed(str(TruncatedFrame(avail, HEADER_SIZE)), avail))
                 break
-            version, kind, flags, reserved, seq, length = HEADER.unpack(src.bytes_at(off, HEADER_SIZE))
+            try:
+                version, kind, flags, reserved, seq, length = HEADER.unpack(src.bytes_at(off, HEADER_SIZE))
+            except Exception as exc:  # a byte source that cannot be read: nothing after it can be
+                out.append(Malformed(internal_error_reason(exc), avail))
+                break
             if HEADER_SIZE + length > avail:
                 bad = self._check_header(version, kind, reserved, seq, length)
                 reason = bad.reason if bad else str(TruncatedFrame(avail, HEADER_SIZE + length))
                 out.append(Malformed(reason, avail, seq, kind))
                 break
-            bad = self._check_header(version, kind, reserved, seq, length)
-            out.append(bad or decode_payload(kind, flags, seq, src, off + HEADER_SIZE, length))
+            decoded = self._check_header(version, kind, reserved, seq, length)
+            if decoded is None:
+                try:
+                    decoded = decode_payload(kind, flags, seq, src, off + HEADER_SIZE, length)
+                except Exception as exc:  # last line of defence: one frame lost, never the message
+                    decoded = Malformed(internal_error_reason(exc), HEADER_SIZE + length, seq, kind)
+            out.append(decoded)
             off += HEADER_SIZE + length
         return out
 
@@ -432,3 +651,8 @@ class FrameDecoder:
             need = HEADER.unpack_from(self._buf)[5] + HEADER_SIZE if len(self._buf) >= HEADER_SIZE else HEADER_SIZE
             return Malformed(str(TruncatedFrame(len(self._buf), need)), len(self._buf))
         return None
+
+
+def internal_error_reason(exc: BaseException) -> str:
+    """The reason for a frame that made a decoder raise (a bug, reported as a peer error)."""
+    return f"internal decoder error: {type(exc).__name__}: {str(exc)[:200]}"

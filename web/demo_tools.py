@@ -1,6 +1,11 @@
-"""Harmless tools the demo registers: a clock and a calculator.
+"""Harmless tools the demo registers: a clock, a calculator and ``repeat``.
 
 Plain Python (no browser imports), so the unit tests exercise them under CPython.
+
+They are synchronous, so they run on the page's main thread and cannot be timed out
+(pyclient measures and reports their time instead): each one bounds its own work. The
+calculator refuses any step whose result would exceed ``MAX_RESULT_BITS`` before computing it,
+so ``(((9**64)**64)**64)**64`` fails in microseconds instead of blocking the page for a minute.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from typing import Any
 
 MAX_EXPRESSION_CHARS = 200
 MAX_EXPONENT = 64
+MAX_RESULT_BITS = 4096  # integers up to about 1,233 decimal digits
 MAX_REPEAT_CHARS = 1 << 20
 
 _BINARY = {
@@ -39,13 +45,29 @@ def calculator(expression: str) -> float:
     return _eval(tree.body)
 
 
+def _bits(value: Any) -> int:
+    return abs(value).bit_length() if isinstance(value, int) else 0
+
+
+def _check_size(op: ast.operator, left: Any, right: Any) -> None:
+    """Refuse a step whose integer result would be too large, before computing it."""
+    if isinstance(op, ast.Pow):
+        if abs(right) > MAX_EXPONENT:
+            raise ValueError(f"exponent {right} is above the limit of {MAX_EXPONENT}")
+        if isinstance(right, int) and right > 0 and _bits(left) * right > MAX_RESULT_BITS:
+            raise ValueError(f"the result would have about {_bits(left) * right} bits, limit is {MAX_RESULT_BITS}")
+    elif isinstance(op, ast.Mult) and _bits(left) + _bits(right) > MAX_RESULT_BITS:
+        raise ValueError(f"the result would have about {_bits(left) + _bits(right)} bits, limit is {MAX_RESULT_BITS}")
+
+
 def _eval(node: ast.AST) -> Any:
     if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        if _bits(node.value) > MAX_RESULT_BITS:
+            raise ValueError(f"a number of {_bits(node.value)} bits, limit is {MAX_RESULT_BITS}")
         return node.value
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
         left, right = _eval(node.left), _eval(node.right)
-        if isinstance(node.op, ast.Pow) and abs(right) > MAX_EXPONENT:
-            raise ValueError(f"exponent {right} is above the limit of {MAX_EXPONENT}")
+        _check_size(node.op, left, right)
         return _BINARY[type(node.op)](left, right)
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
         return _UNARY[type(node.op)](_eval(node.operand))

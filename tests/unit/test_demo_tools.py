@@ -31,3 +31,23 @@ def test_repeat_is_bounded() -> None:
     assert demo_tools.repeat("ab", 3) == "ababab"
     with pytest.raises(ValueError, match="limit is 1048576"):
         demo_tools.repeat("x" * 1024, 1025)
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "(((9**64)**64)**64)**64",  # spent 54.6 s of main thread before the size check
+        "(9**64)**64",
+        "(2**60)**60 * (2**60)**60",
+        "((7**60)**60)",
+    ],
+)
+def test_calculator_refuses_results_too_large_before_computing_them(expr: str) -> None:
+    # Only the size check can refuse these: each exponent is within MAX_EXPONENT.
+    with pytest.raises(ValueError, match="bits, limit is 4096"):
+        demo_tools.calculator(expr)
+
+
+def test_calculator_still_computes_large_but_bounded_numbers() -> None:
+    assert demo_tools.calculator("2 ** 64 * 3") == 3 * 2**64
+    assert demo_tools.calculator("(2**60)**60") == 2**3600

@@ -14,6 +14,7 @@ from pyclient.events import (
     StreamDone,
     TextDelta,
     ToolCallArgumentsDelta,
+    ToolCallInvalid,
     ToolCallReady,
     ToolCallStarted,
     TurnEnded,
@@ -118,3 +119,92 @@ def test_stream_mode_flushes_partial_utf8_at_end() -> None:
     events = d.feed(Sequencer().text("é".encode()[:1]))
     assert events == []
     assert d.flush_text() == [TextDelta("\ufffd")]
+
+
+# ------------------------------------------------------------------ hostile input (issue 7)
+
+
+def deep_control(n: int) -> bytes:
+    return ('{"type": "x", "a": ' + "[" * n + "]" * n + "}").encode()
+
+
+def deep_tool_call(n: int) -> bytes:
+    return ('{"call_id": "c", "name": "f", "arguments_delta": "", "x": ' + "{" * n + "}" * n + "}").encode()
+
+
+def test_deep_json_in_a_message_costs_one_frame_and_is_counted() -> None:
+    for kind, payload in ((Kind.CONTROL, deep_control(1000)), (Kind.TOOL_CALL, deep_tool_call(1000))):
+        s = Sequencer()
+        msg = s.text("before ") + s.raw(kind, payload) + s.control("end_of_turn") + s.text("after")
+        for feed in ("feed_message", "feed"):
+            d = Demux()
+            events = getattr(d, feed)(msg)
+            assert [type(e) for e in events] == [TextDelta, ProtocolErrorEvent, TurnEnded, TextDelta]
+            assert "JSON nested 1001 deep, limit is 64" in events[1].reason
+            assert d.stats.malformed == 1 and d.stats.seq_gaps == 0 and d.stats.frames == 4
+
+
+def test_lone_surrogate_arguments_fail_the_call_and_the_stream_goes_on() -> None:
+    s = Sequencer()
+    d = Demux()
+    events = d.feed_message(s.raw(Kind.TOOL_CALL, b'{"call_id":"c","name":"f","arguments_delta":"\\ud800"}', 1))
+    events += d.feed_message(s.text("next"))
+    assert [type(e) for e in events] == [ToolCallStarted, ToolCallInvalid, TextDelta]
+    assert events[1].error["type"] == "invalid_arguments" and "U+D800" in events[1].error["message"]
+    assert d.tools.open_calls == 0 and d.tools.open_bytes == 0 and d.stats.malformed == 0
+
+
+def test_a_bad_call_id_is_a_malformed_frame() -> None:
+    s = Sequencer()
+    d = Demux()
+    events = d.feed_message(
+        s.raw(Kind.TOOL_CALL, b'{"call_id":"\\udfff","name":"f","arguments_delta":"{}"}', 1)
+        + s.raw(Kind.TOOL_CALL, ('{"call_id":"' + "i" * 400_000 + '","name":"f"}').encode(), 1)
+        + s.tool_call("ok", "{}", name="f", final=True)
+    )
+    assert [type(e) for e in events] == [
+        ProtocolErrorEvent,
+        ProtocolErrorEvent,
+        ToolCallStarted,
+        ToolCallArgumentsDelta,
+        ToolCallReady,
+    ]
+    assert "lone surrogate U+DFFF" in events[0].reason
+    assert "'call_id' of 400000 characters, limit is 256" in events[1].reason
+    assert d.stats.malformed == 2
+
+
+def test_a_routing_bug_becomes_a_counted_protocol_error(monkeypatch) -> None:
+    s = Sequencer()
+    d = Demux()
+
+    def broken(frame):
+        raise KeyError("oops")
+
+    monkeypatch.setattr(d.tools, "feed", broken)
+    events = d.feed_message(s.text("a") + s.tool_call("c", "{}", name="f") + s.text("b"))
+    assert [type(e) for e in events] == [TextDelta, ProtocolErrorEvent, TextDelta]
+    assert events[1].reason == "internal decoder error: KeyError: 'oops'" and events[1].seq == 1
+    assert d.stats.malformed == 1
+
+
+def test_open_tool_calls_time_out_in_the_event_stream() -> None:
+    now = [1000.0]
+    s = Sequencer()
+    d = Demux(open_call_timeout=120.0, clock=lambda: now[0])
+    assert [type(e) for e in d.feed_message(s.tool_call("slow", '{"a":', name="f"))] == [
+        ToolCallStarted,
+        ToolCallArgumentsDelta,
+    ]
+    now[0] += 119.0
+    assert d.feed_message(s.text("x")) == [TextDelta("x")]
+    assert d.tools.next_expiry == 1120.0
+    now[0] += 1.5
+    events = d.feed_message(s.text("y"))
+    assert [type(e) for e in events] == [ToolCallInvalid, TextDelta]
+    assert events[0].call_id == "slow" and events[0].error["type"] == "arguments_timeout"
+    assert (
+        "no FIN 120.5 s after the call began, limit is 120 s (5 bytes of arguments received)"
+        in events[0].error["message"]
+    )
+    assert d.tools.open_calls == 0 and d.expire() == []

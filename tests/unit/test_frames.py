@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import struct
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pyclient.errors import EncodeError, UsageError
 from pyclient.frames import (
     AUDIO_META,
     HEADER,
     HEADER_SIZE,
+    MAX_JSON_DEPTH,
     AudioFrame,
     BytesSource,
     ControlFrame,
@@ -23,8 +26,11 @@ from pyclient.frames import (
     TextFrame,
     ToolCallFrame,
     ToolResultFrame,
+    decode_json,
     encode_frame,
+    encode_json,
     encode_raw,
+    json_depth,
 )
 
 
@@ -250,3 +256,207 @@ def test_fuzz_garbage_never_raises_and_stays_bounded(data: bytes, limit: int) ->
         assert dec.buffered <= HEADER_SIZE + limit
     dec.pending_error()
     FrameDecoder(max_payload=limit).feed_message(BytesSource(data))
+
+
+# ------------------------------------------------------------------ hostile JSON (issue 7)
+
+
+def deep(n: int, open_: str = "[", close: str = "]") -> str:
+    return open_ * n + close * n
+
+
+def test_deep_json_is_refused_before_parsing_with_the_numbers() -> None:
+    payload = ('{"type": "x", "a": ' + deep(1000) + "}").encode()
+    (bad,) = FrameDecoder().feed_message(BytesSource(encode_raw(Kind.CONTROL, 1, payload)))
+    assert isinstance(bad, Malformed)
+    assert "JSON nested 1001 deep, limit is 64" in bad.reason
+
+
+def test_deep_objects_and_unclosed_brackets_count_too() -> None:
+    objects = '{"type": "x", "a": ' + '{"k":' * 200 + "1" + "}" * 200 + "}"
+    unclosed = '{"type": "x", "a": ' + "[" * 100_000
+    for text in (objects, unclosed):
+        (bad,) = FrameDecoder().feed_message(BytesSource(encode_raw(Kind.CONTROL, 1, text.encode())))
+        assert isinstance(bad, Malformed) and "limit is 64" in bad.reason
+
+
+def test_nesting_up_to_the_limit_decodes_and_brackets_in_strings_do_not_count() -> None:
+    ok = '{"type": "x", "a": ' + deep(MAX_JSON_DEPTH - 1) + ', "s": "' + "[{" * 5000 + '\\"[["}'
+    (frame,) = FrameDecoder().feed_message(BytesSource(encode_raw(Kind.CONTROL, 1, ok.encode())))
+    assert isinstance(frame, ControlFrame) and frame.fields["s"].startswith("[{[{")
+    too_deep = '{"type": "x", "a": ' + deep(MAX_JSON_DEPTH) + "}"
+    (bad,) = FrameDecoder().feed_message(BytesSource(encode_raw(Kind.CONTROL, 1, too_deep.encode())))
+    assert "JSON nested 65 deep, limit is 64" in bad.reason
+
+
+@pytest.mark.parametrize(
+    ("text", "depth"),
+    [
+        ("", 0),
+        ("1", 0),
+        ("[]", 1),
+        ("[[], {}]", 2),
+        ('["]]]]", "\\\\", "\\"[["]', 1),
+        ('["unterminated [[[[', 1),
+        ("]]]]", 0),
+        ("[[[", 3),
+    ],
+)
+def test_json_depth_scan(text: str, depth: int) -> None:
+    assert json_depth(text) == depth
+
+
+def test_json_depth_scan_is_linear_on_quote_and_backslash_floods() -> None:
+    text = '"\\"' * 200_000 + "[" * 100  # every quote opens a string that never ends
+    assert json_depth(text) == 0  # one unterminated string swallows the rest; returns quickly
+    with pytest.raises(ValueError):
+        decode_json(text)
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_literals_are_not_json(literal: str) -> None:
+    raw = encode_raw(Kind.CONTROL, 1, f'{{"type": "x", "v": {literal}}}'.encode())
+    (bad,) = FrameDecoder().feed_message(BytesSource(raw))
+    assert isinstance(bad, Malformed) and f"{literal} is not JSON" in bad.reason
+
+
+@pytest.mark.parametrize(
+    ("call_id", "reason"),
+    [
+        ('"\\ud800"', "lone surrogate U+D800 at character 0"),
+        ('"ab\\udfff"', "lone surrogate U+DFFF at character 2"),
+        ('"' + "x" * 257 + '"', "'call_id' of 257 characters, limit is 256"),
+        ('""', "without a string 'call_id'"),
+        ("7", "without a string 'call_id'"),
+    ],
+)
+@pytest.mark.parametrize("kind", [Kind.TOOL_CALL, Kind.TOOL_RESULT])
+def test_a_call_id_nobody_could_answer_is_malformed(call_id: str, reason: str, kind: Kind) -> None:
+    payload = f'{{"call_id": {call_id}, "name": "f", "arguments_delta": "", "ok": true}}'.encode()
+    (bad,) = FrameDecoder().feed_message(BytesSource(encode_raw(kind, 1, payload)))
+    assert isinstance(bad, Malformed) and reason in bad.reason
+
+
+def test_longest_call_id_and_surrogate_pairs_are_fine() -> None:
+    payload = ('{"call_id": "' + "x" * 256 + '", "name": "f", "arguments_delta": "\\ud83d\\ude00"}').encode()
+    (frame,) = FrameDecoder().feed_message(BytesSource(encode_raw(Kind.TOOL_CALL, 1, payload)))
+    assert isinstance(frame, ToolCallFrame) and frame.arguments_delta == "😀"
+
+
+def test_tool_call_name_and_delta_keep_lone_surrogates_for_the_assembler() -> None:
+    payload = b'{"call_id": "c", "name": "f\\ud800", "arguments_delta": "\\udc00"}'
+    (frame,) = FrameDecoder().feed_message(BytesSource(encode_raw(Kind.TOOL_CALL, 1, payload)))
+    assert isinstance(frame, ToolCallFrame)
+    assert (frame.name, frame.arguments_delta) == ("f\ud800", "\udc00")
+
+
+def test_lone_surrogates_in_control_and_result_json_become_replacement_characters() -> None:
+    control = b'{"type": "error", "message": "a\\ud800b", "\\udc00": ["\\ud83d"]}'
+    result = b'{"call_id": "c", "ok": true, "result": {"t": "\\udbff"}}'
+    stream = encode_raw(Kind.CONTROL, 1, control) + encode_raw(Kind.TOOL_RESULT, 2, result)
+    ctrl, res = FrameDecoder().feed_message(BytesSource(stream))
+    assert ctrl.fields == {"message": "a\ufffdb", "\ufffd": ["\ufffd"]}
+    assert res.result == {"t": "\ufffd"}
+    # an escaped backslash before "ud800" is no escape at all: left alone
+    (plain,) = FrameDecoder().feed_message(BytesSource(encode_raw(Kind.CONTROL, 3, b'{"type": "x\\\\ud800"}')))
+    assert plain.type == "x\\ud800"
+
+
+def test_a_decoder_bug_costs_one_frame_not_the_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyclient.frames as frames_module
+
+    real = frames_module.decode_payload
+
+    def flaky(kind: int, *args: object) -> object:
+        if kind == Kind.CREDIT:
+            raise RuntimeError("boom")
+        return real(kind, *args)
+
+    monkeypatch.setattr(frames_module, "decode_payload", flaky)
+    s = Sequencer()
+    stream = s.text("a") + s.credit(5) + s.text("b")
+    for got in (FrameDecoder().feed_message(BytesSource(stream)), FrameDecoder().feed(stream)):
+        assert [type(f).__name__ for f in got] == ["TextFrame", "Malformed", "TextFrame"]
+        assert got[1].reason == "internal decoder error: RuntimeError: boom" and got[1].seq == 1
+
+
+def test_feed_message_accepts_bytes_directly() -> None:
+    (frame,) = FrameDecoder().feed_message(Sequencer().text("x"))
+    assert isinstance(frame, TextFrame)
+
+
+# ------------------------------------------------------------------ strict encoding (issue 7)
+
+
+def test_encode_json_is_compact_utf8() -> None:
+    assert encode_json({"a": [1, 2.5, None, True], "é": "🙂"}) == '{"a":[1,2.5,null,true],"é":"🙂"}'.encode()
+    shared = [1]
+    assert encode_json([shared, shared]) == b"[[1],[1]]"
+    assert encode_json(json.loads(deep(MAX_JSON_DEPTH))) == deep(MAX_JSON_DEPTH).encode()
+
+
+def circular() -> list:
+    x: list = []
+    x.append(x)
+    x.append(x)
+    return x
+
+
+@pytest.mark.parametrize(
+    ("obj", "reason"),
+    [
+        ({"s": "a\ud800"}, "lone surrogate U+D800 at character 7 of 10"),
+        ({"\udfff": 1}, "lone surrogate U+DFFF"),
+        (float("nan"), "float nan (NaN and infinities are not JSON)"),
+        ({"x": [float("-inf")]}, "float -inf"),
+        ({float("inf"): 1}, "ValueError"),
+        ({1, 2}, "TypeError: Object of type set is not JSON serializable"),
+        (b"bytes", "Object of type bytes"),
+        ({"o": object()}, "Object of type object"),
+        ({(1, 2): 3}, "TypeError: keys must be"),
+        pytest.param(10**5000, "4300 digits", id="huge-int"),
+        (json.loads(deep(MAX_JSON_DEPTH + 1)), "nested more than 64 deep (or circular), limit is 64"),
+        (circular(), "nested more than 64 deep (or circular)"),
+    ],
+)
+def test_encode_json_refuses_what_the_peer_could_not_decode(obj: object, reason: str) -> None:
+    with pytest.raises(EncodeError) as info:
+        encode_json(obj)
+    assert reason in str(info.value)
+    assert isinstance(info.value, UsageError)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda s: s.tool_result("c\ud800", ok=True, result=1),
+        lambda s: s.tool_result("c", ok=True, result="\udc00"),
+        lambda s: s.tool_result("c", ok=True, result=float("nan")),
+        lambda s: s.tool_result("c", ok=True, result={1, 2}),
+        lambda s: s.tool_result("c", ok=True, result=json.loads(deep(200))),
+        lambda s: s.tool_result("", ok=True, result=1),
+        lambda s: s.tool_result("x" * 257, ok=True, result=1),
+        lambda s: s.tool_call("c", "\ud800", name="f"),
+        lambda s: s.control("x", v=float("inf")),
+        lambda s: s.control(""),
+        lambda s: s.text("a\ud800"),
+        lambda s: s.audio(b"\x00", sample_rate=24000, item_id=1),
+        lambda s: s.audio(b"", sample_rate=1000, item_id=1),
+        lambda s: s.audio(b"", sample_rate=24000, item_id=-1),
+        lambda s: s.credit(-1),
+        lambda s: s.credit(2**32),
+        lambda s: s.raw(256, b""),
+        lambda s: s.raw(Kind.TEXT, b"", flags=300),
+    ],
+)
+def test_a_frame_that_cannot_be_encoded_uses_no_sequence_number(build) -> None:
+    s = Sequencer(start=41)
+    with pytest.raises(EncodeError):
+        build(s)
+    assert s.next_seq == 41
+    assert struct.unpack_from("!I", s.text("next"), 4)[0] == 41  # no gap on the wire
+
+
+def test_encode_frame_refuses_a_non_frame() -> None:
+    with pytest.raises(EncodeError, match="not a frame: int"):
+        encode_frame(3)  # type: ignore[arg-type]
