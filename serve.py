@@ -1,9 +1,15 @@
 #!/usr/bin/env python3
 """Serve the pyclient demo and simulate a bursty AI server.
 
-    python serve.py [--host 127.0.0.1] [--port 8000]
+    python serve.py [--host 127.0.0.1] [--port 8000] [--allow-origin URL ...] [--connect-src URL ...]
 
 ``--port 0`` picks a free port. The first line printed is the URL to open.
+
+Only this server's own pages may use ``/ws`` and ``/stats``, and every request must name the
+server (127.0.0.1, localhost, [::1] or ``--host``, with the port): other pages and DNS
+rebinding get 403. ``--allow-origin`` admits another origin (e.g. a bot's page on
+``http://localhost:7860``); ``--connect-src`` lets the pages connect to another origin
+(an AI provider), added to the Content-Security-Policy.
 """
 
 from __future__ import annotations
@@ -16,10 +22,12 @@ import sys
 from aiohttp import web
 
 from devserver.app import DEFAULT_SNDBUF, SetupError, make_app
+from devserver.security import normalise_origin
 
 
-async def _serve(host: str, port: int, sndbuf: int) -> None:
-    runner = web.AppRunner(make_app(sndbuf=sndbuf), access_log=None)
+async def _serve(host: str, port: int, sndbuf: int, allowed_origins: list[str], connect_src: list[str]) -> None:
+    app = make_app(sndbuf=sndbuf, host=host, allowed_origins=allowed_origins, extra_connect_src=connect_src)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
@@ -38,11 +46,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--sndbuf", type=int, default=DEFAULT_SNDBUF, help="per-connection socket send buffer (bytes)")
+    ap.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="another origin whose pages may use /ws and /stats (scheme://host[:port]); repeatable",
+    )
+    ap.add_argument(
+        "--connect-src",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="an origin the pages may connect to (CSP connect-src, e.g. an AI provider); repeatable",
+    )
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
+    for origin in args.allow_origin:
+        try:
+            normalise_origin(origin)
+        except ValueError as exc:
+            ap.error(f"--allow-origin: {exc}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
     try:
-        asyncio.run(_serve(args.host, args.port, args.sndbuf))
+        asyncio.run(_serve(args.host, args.port, args.sndbuf, args.allow_origin, args.connect_src))
     except SetupError as exc:
         print(f"serve.py: {exc}", file=sys.stderr)
         return 2

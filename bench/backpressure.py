@@ -188,27 +188,61 @@ def main(argv: list[str]) -> int:
     wanted_modes = set(args.modes.split(","))
     args.out.mkdir(parents=True, exist_ok=True)
     runs: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = []
     server = start_server()
     try:
         with sync_playwright() as p:
             for browser_name in args.browsers.split(","):
-                launch = launch_args(browser_name)
-                if browser_name == "chromium":
-                    launch["args"] = [*launch["args"], "--enable-precise-memory-info"]
-                browser = getattr(p, browser_name).launch(**launch)
-                for mode in MODES:
-                    if mode.key not in wanted_modes or browser_name not in mode.browsers:
-                        continue
+                modes = [m for m in MODES if m.key in wanted_modes and browser_name in m.browsers]
+                try:
+                    launch = launch_args(browser_name)
+                    if browser_name == "chromium":
+                        launch["args"] = [*launch["args"], "--enable-precise-memory-info"]
+                    browser = getattr(p, browser_name).launch(**launch)
+                except Exception as exc:  # recorded; the other browser still runs
+                    failures += [failure(browser_name, mode, exc) for mode in modes]
+                    write_results(args, runs, failures)
+                    continue
+                for mode in modes:
                     print(f"{browser_name}: mode {mode.key} {mode.title} ...", flush=True)
-                    page = browser.new_page()
-                    run = run_one(page, server, mode, args)
-                    run["browser"] = browser_name
-                    runs.append(run)
-                    page.close()
-                browser.close()
+                    page = None
+                    try:
+                        page = browser.new_page()
+                        run = run_one(page, server, mode, args)
+                        run["browser"] = browser_name
+                        runs.append(run)
+                    except Exception as exc:  # recorded; the other modes still run
+                        failures.append(failure(browser_name, mode, exc))
+                    finally:
+                        if page is not None:
+                            try:
+                                page.close()
+                            except Exception:
+                                pass
+                    # Written as soon as each mode completes: a later failure loses nothing.
+                    write_results(args, runs, failures)
+                try:
+                    browser.close()
+                except Exception:
+                    pass
     finally:
         server.stop()
-    rows = [summarise(r) for r in runs]
+    md = write_results(args, runs, failures, final=True)
+    print(md)
+    print(f"wrote {args.out}/backpressure.{{md,json,png}}")
+    return 1 if failures else 0
+
+
+def failure(browser_name: str, mode: Mode, exc: BaseException) -> dict[str, Any]:
+    print(f"{browser_name}: mode {mode.key} failed: {exc!r}", flush=True)
+    return {"browser": browser_name, "mode": mode.key, "title": mode.title, "error": repr(exc)[:500]}
+
+
+def write_results(
+    args: argparse.Namespace, runs: list[dict[str, Any]], failures: list[dict[str, Any]], final: bool = False
+) -> str:
+    """Write backpressure.{md,json,png} from the modes completed so far; returns the markdown."""
+    rows = [summarise(r) for r in runs if r["samples"]]
     naive = {r["browser"]: r["buffered_peak"] for r in rows if r["mode"] == "1"}
     for r in rows:
         base = naive.get(r["browser"])
@@ -220,12 +254,24 @@ def main(argv: list[str]) -> int:
         if r["mode"] != "1" and r["naive_peak_ratio"]
     )
     md += f"\nNaive peak / our peak (client buffered bytes): {ratios}.\n"
+    if failures:
+        md += "\nFailed modes (recorded, the others ran):\n\n" + "".join(
+            f"- {f['browser']} mode {f['mode']} {f['title']}: `{f['error']}`\n" for f in failures
+        )
+    if not final:
+        md += "\n(In progress: written after each mode.)\n"
     md += f"\nReproduce: `./dev bench backpressure --seconds {args.seconds:g} --mb {args.mb:g}`\n"
     (args.out / "backpressure.md").write_text("# Backpressure benchmark\n\n" + md)
     (args.out / "backpressure.json").write_text(
-        json.dumps({"args": vars(args) | {"out": str(args.out)}, "summary": rows, "runs": runs}, indent=1, default=str)
+        json.dumps(
+            {"args": vars(args) | {"out": str(args.out)}, "summary": rows, "failures": failures, "runs": runs},
+            indent=1,
+            default=str,
+        )
     )
-    plot(runs, args.out / "backpressure.png")
-    print(md)
-    print(f"wrote {args.out}/backpressure.{{md,json,png}}")
-    return 0
+    if runs:
+        try:
+            plot(runs, args.out / "backpressure.png")
+        except Exception as exc:  # the numbers are written; a plot is a nicety
+            print(f"plot failed: {exc!r}", flush=True)
+    return md

@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import mimetypes
+import re
 import socket
 import time
+import weakref
 import zipfile
+from collections.abc import Coroutine, Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from aiohttp import web
+from aiohttp import WSCloseCode, web
+
+from pyclient.frames import DEFAULT_MAX_PAYLOAD
 
 from .scenarios import SCENARIOS, ParamError, Params
-from .session import Session
+from .security import AccessPolicy, Handler, guard_middleware, has_dot_segment, text_error
+from .session import ClosedEarly, Session
 from .stats import StatsRegistry
 
 log = logging.getLogger("pyclient.devserver")
@@ -23,11 +32,29 @@ ROOT = Path(__file__).resolve().parent.parent
 SUBPROTOCOL = "pyclient.v1"
 SUBPROTOCOL_CREDIT = "pyclient.v1.credit"
 DEFAULT_SNDBUF = 64 * 1024
-TOOL_RESULT_TIMEOUT_S = 10.0
+# After the scenario, outstanding tool results are awaited while the client makes progress:
+# until nothing has arrived for TOOL_RESULT_IDLE_S, and TOOL_RESULT_CAP_S in all.
+TOOL_RESULT_IDLE_S = 10.0
+TOOL_RESULT_CAP_S = 300.0
 LINGER_S = 300.0  # after "done", how long the client has to close (it may still be draining)
+MAX_PAYLOAD = DEFAULT_MAX_PAYLOAD  # the largest frame payload accepted from clients (hello: max_payload)
+STATS_ID = re.compile(r"[0-9]{1,12}")  # ASCII digits only: str.isdigit() accepts '²'
+CLOSE_REASON_BYTES = 123  # RFC 6455: a close reason fits in a control frame
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    sndbuf: int = DEFAULT_SNDBUF
+    tool_result_idle_s: float = TOOL_RESULT_IDLE_S
+    tool_result_cap_s: float = TOOL_RESULT_CAP_S
+    max_payload: int = MAX_PAYLOAD
+
 
 STATS = web.AppKey("stats", StatsRegistry)
-SNDBUF = web.AppKey("sndbuf", int)
+CONFIG = web.AppKey("config", ServerConfig)
+POLICY = web.AppKey("policy", AccessPolicy)
+SESSIONS = web.AppKey("sessions", weakref.WeakSet)  # the connections open right now
+WEB_ROOT = web.AppKey("web_root", Path)
 
 mimetypes.add_type("text/javascript", ".mjs")
 mimetypes.add_type("text/javascript", ".js")
@@ -58,16 +85,41 @@ def package_zip(root: Path = ROOT) -> bytes:
     return buf.getvalue()
 
 
-async def _isolation_headers(request: web.Request, response: web.StreamResponse) -> None:
-    # Cross-origin isolation gives the page SharedArrayBuffer (the audio ring).
-    response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
-    response.headers["Cross-Origin-Embedder-Policy"] = "require-corp"
-    response.headers["Cross-Origin-Resource-Policy"] = "same-origin"
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    # CSP, nosniff, no-referrer and cross-origin isolation: devserver/security.py.
+    response.headers.update(request.app[POLICY].headers(request))
     response.headers.setdefault("Cache-Control", "no-cache")
 
 
 async def index(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(ROOT / "web" / "index.html")
+    return web.FileResponse(request.app[WEB_ROOT] / "index.html")
+
+
+def _locate(root: Path, relative: str) -> Path | None:
+    """The regular file ``relative`` names under ``root``, or None (outside it, missing, a dotfile)."""
+    if not relative or has_dot_segment(relative) or Path(relative).is_absolute():
+        return None
+    try:
+        target = (root / relative).resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        return None
+    return target if target.is_relative_to(root) and target.is_file() else None
+
+
+def static_files(root: Path) -> Handler:
+    """Serve the files under ``root``. Unlike ``add_static`` a miss is a text/plain 404 (aiohttp's
+    FileResponse answers a missing file with an empty octet-stream body), and a path with a
+    dot segment is never served. Symlinks out of ``root`` are not followed."""
+    root = root.resolve()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        relative = request.match_info["path"]
+        found = await asyncio.get_running_loop().run_in_executor(None, _locate, root, relative)
+        if found is None:
+            raise web.HTTPNotFound()
+        return web.FileResponse(found)
+
+    return handle
 
 
 async def pyclient_zip(request: web.Request) -> web.Response:
@@ -78,9 +130,12 @@ async def stats(request: web.Request) -> web.Response:
     registry = request.app[STATS]
     conn = request.query.get("id")
     if conn is not None:
-        found = registry.get(int(conn)) if conn.isdigit() else None
+        if not STATS_ID.fullmatch(conn):
+            shown = conn[:20] + ("…" if len(conn) > 20 else "")
+            return text_error(400, f"400: id={shown!r} is not a connection id (1 to 12 ASCII digits)")
+        found = registry.get(int(conn))
         if found is None:
-            raise web.HTTPNotFound(text=f"no connection {conn!r} among the recent ones")
+            return text_error(404, f"404: no connection {conn} among the recent ones")
         return web.json_response(found.as_dict())
     return web.json_response(registry.as_dict())
 
@@ -97,17 +152,51 @@ def _limit_send_buffer(request: web.Request, nbytes: int) -> None:
         transport.set_write_buffer_limits(high=nbytes or DEFAULT_SNDBUF)
 
 
+async def _until_closed(session: Session, scenario: Coroutine[Any, Any, None]) -> None:
+    """Run a scenario, cancelling it if the client goes away first (a scenario may be sleeping
+    through a long pause; the connection must not look open meanwhile)."""
+    task = asyncio.ensure_future(scenario)
+    closed = asyncio.ensure_future(session.closed.wait())
+    try:
+        await asyncio.wait({task, closed}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # the handler itself was cancelled
+        task.cancel()
+        raise
+    finally:
+        closed.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(Exception, asyncio.CancelledError):  # the client is gone either way
+            await task
+        raise ConnectionResetError("the client closed the connection during the scenario")
+    task.result()  # the scenario's own exception, if any
+
+
+def _close_reason(text: str) -> bytes:
+    raw = text.encode()
+    return raw if len(raw) <= CLOSE_REASON_BYTES else raw[: CLOSE_REASON_BYTES - 3] + b"..."
+
+
 async def ws_handler(request: web.Request) -> web.WebSocketResponse:
+    config = request.app[CONFIG]
     params = dict(request.query)
     scenario = params.get("scenario", "chat")
     credit_supported = params.get("credit", "1") != "0"
     protocols = (SUBPROTOCOL_CREDIT, SUBPROTOCOL) if credit_supported else (SUBPROTOCOL,)
     ws = web.WebSocketResponse(protocols=protocols, max_msg_size=4 * 1024 * 1024, heartbeat=None)
     await ws.prepare(request)
-    _limit_send_buffer(request, request.app[SNDBUF])
+    _limit_send_buffer(request, config.sndbuf)
     st = request.app[STATS].open(scenario, params, ws.ws_protocol)
-    session = Session(ws, st, credit=ws.ws_protocol == SUBPROTOCOL_CREDIT, transport=request.transport)
+    session = Session(
+        ws,
+        st,
+        credit=ws.ws_protocol == SUBPROTOCOL_CREDIT,
+        transport=request.transport,
+        max_payload=config.max_payload,
+    )
+    request.app[SESSIONS].add(session)
     receiver = asyncio.create_task(session.receive_loop())
+    close_code, close_reason = WSCloseCode.OK, b""
     try:
         run = SCENARIOS.get(scenario)
         await session.control(
@@ -116,18 +205,23 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
             scenario=scenario,
             protocol=1,
             credit=session.credit is not None,
+            max_payload=session.max_payload,
         )
         try:
             session.drop_after = Params(params).num("drop_after", 0, 0, 10**9, int)
+            session.close_after = Params(params).num("close_after", 0, 0, 10**9, int)
             if run is None:
                 names = ", ".join(sorted(SCENARIOS))
                 await session.control(
                     "error", code="unknown_scenario", message=f"no scenario {scenario!r}; try {names}"
                 )
             else:
-                await run(session, Params(params))
-                if not await session.wait_tool_results(TOOL_RESULT_TIMEOUT_S):
-                    st.errors.append("some tool results never arrived")
+                await _until_closed(session, run(session, Params(params)))
+                if not await session.wait_tool_results(config.tool_result_idle_s, config.tool_result_cap_s):
+                    st.error(
+                        f"{st.tool_results_missing_count} tool result(s) never arrived "
+                        f"(waited {st.tool_wait_s:.1f} s; no progress for {config.tool_result_idle_s:g} s)"
+                    )
         except ParamError as exc:
             await session.control("error", code="bad_params", message=str(exc))
         await session.control("done", connection_id=st.id)
@@ -136,37 +230,77 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
         try:
             await asyncio.wait_for(session.closed.wait(), LINGER_S)
         except TimeoutError:
-            st.errors.append(f"client did not close within {LINGER_S:.0f} s of 'done'")
+            st.error(f"client did not close within {LINGER_S:.0f} s of 'done'")
+    except ClosedEarly as exc:
+        st.error(str(exc))
+        close_reason = b"close_after"
     except (ConnectionResetError, ConnectionError) as exc:
-        st.errors.append(f"connection lost: {exc}")
-    except Exception as exc:  # a bug in a scenario: record it and close
+        if not st.dropped:  # a drop recorded itself
+            st.error(f"connection lost: {exc}")
+    except asyncio.CancelledError:  # aiohttp cancels handlers of lost connections when so configured
+        if not st.dropped:
+            st.error("connection lost: the handler was cancelled")
+        raise
+    except Exception as exc:  # a bug in a scenario: record it and close with 1011, never 1000
         log.exception("scenario %s failed", scenario)
-        st.errors.append(f"server bug: {exc!r}")
+        st.error(f"server bug: {exc!r}")
+        close_code = WSCloseCode.INTERNAL_ERROR
+        close_reason = _close_reason(f"server bug: {type(exc).__name__} (see /stats?id={st.id})")
     finally:
         st.sample()
-        if not ws.closed:
-            await ws.close()
+        session.resume_reading()  # a paused receive loop must see the close
+        closed_by_us = not ws.closed
         try:
-            await asyncio.wait_for(receiver, 5)
-        except TimeoutError:
-            receiver.cancel()
-        st.ended = time.time()
-        st.close_code = ws.close_code
-        st.sample()
+            if closed_by_us:
+                await ws.close(code=close_code, message=close_reason)
+            try:
+                await asyncio.wait_for(receiver, 5)
+            except TimeoutError:
+                receiver.cancel()
+        finally:
+            session.release()
+            st.ended = time.time()
+            request.app[STATS].close(st)
+            # The code of the closing handshake: ours if we closed first, else the client's;
+            # 1006 (abnormal closure) when drop_after aborted the connection without one.
+            if st.dropped:
+                st.close_code = WSCloseCode.ABNORMAL_CLOSURE
+            elif closed_by_us and ws.close_code is not None:
+                st.close_code = int(close_code)
+            else:
+                st.close_code = ws.close_code
+            st.sample()
     return ws
 
 
-def make_app(sndbuf: int = DEFAULT_SNDBUF) -> web.Application:
-    app = web.Application()
+def make_app(
+    sndbuf: int = DEFAULT_SNDBUF,
+    *,
+    host: str = "127.0.0.1",
+    allowed_origins: Iterable[str] = (),
+    extra_connect_src: Iterable[str] = (),
+    tool_result_idle_s: float = TOOL_RESULT_IDLE_S,
+    tool_result_cap_s: float = TOOL_RESULT_CAP_S,
+    web_root: Path = ROOT / "web",
+) -> web.Application:
+    """The dev server. ``host`` is the name it is served under (besides 127.0.0.1, localhost
+    and [::1]); ``allowed_origins`` are other origins whose pages may use ``/ws`` and ``/stats``
+    (``http://localhost:7860``); ``extra_connect_src`` are origins the pages may connect to
+    (AI providers), added to the CSP. See devserver/security.py. ``web_root`` holds the pages."""
+    policy = AccessPolicy.build(host, allowed_origins, extra_connect_src, pages=web_root.rglob("*.html"))
+    app = web.Application(middlewares=[guard_middleware(policy)])
     app[STATS] = StatsRegistry()
-    app[SNDBUF] = sndbuf
-    app.on_response_prepare.append(_isolation_headers)
+    app[CONFIG] = ServerConfig(sndbuf, tool_result_idle_s, tool_result_cap_s)
+    app[POLICY] = policy
+    app[SESSIONS] = weakref.WeakSet()
+    app[WEB_ROOT] = web_root
+    app.on_response_prepare.append(_security_headers)
     app.router.add_get("/", index)
     app.router.add_get("/ws", ws_handler)
     app.router.add_get("/stats", stats)
     app.router.add_get("/pyclient.zip", pyclient_zip)
     for prefix, path in runtime_dirs().items():
-        app.router.add_static(prefix, path)
-    app.router.add_static("/pyclient", ROOT / "pyclient")
-    app.router.add_static("/", ROOT / "web")
+        app.router.add_get(prefix + "/{path:.*}", static_files(path))
+    app.router.add_get("/pyclient/{path:.*}", static_files(ROOT / "pyclient"))
+    app.router.add_get("/{path:.*}", static_files(web_root))  # last: everything else
     return app

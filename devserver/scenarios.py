@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import array
 import asyncio
+import json
 import math
 import random
 import sys
@@ -39,21 +40,49 @@ class ParamError(ValueError):
     pass
 
 
+MAX_PARAM_CHARS = 64  # a number never needs more; longer text is refused before parsing
+MAX_LIST_ITEMS = 64
+
+
 @dataclass(frozen=True)
 class Params:
+    """Query parameters of one ``/ws`` connection; every accessor validates (``ParamError``)."""
+
     raw: dict[str, str]
+
+    def _number(self, name: str, text: str, lo: float, hi: float, cast: type) -> Any:
+        """``text`` as a finite number in ``lo..hi`` (an ``int`` cast truncates: ``2.5`` is 2)."""
+        if len(text) > MAX_PARAM_CHARS:
+            raise ParamError(f"{name}: {len(text)} characters, expected a number of at most {MAX_PARAM_CHARS}")
+        try:
+            value = float(text)
+        except ValueError as exc:
+            raise ParamError(f"{name}={text!r} is not a number") from exc
+        if not math.isfinite(value):  # inf, nan, 1e400
+            raise ParamError(f"{name}={text!r} is not a finite number")
+        if cast is int:
+            value = int(value)
+        if not lo <= value <= hi:
+            raise ParamError(f"{name}={value} outside {lo}..{hi}")
+        return value
 
     def num(self, name: str, default: float, lo: float, hi: float, cast: type = float) -> Any:
         text = self.raw.get(name)
         if text is None:
             return cast(default)
-        try:
-            value = cast(float(text)) if cast is int else cast(text)
-        except ValueError as exc:
-            raise ParamError(f"{name}={text!r} is not a number") from exc
-        if not lo <= value <= hi:
-            raise ParamError(f"{name}={value} outside {lo}..{hi}")
-        return value
+        return self._number(name, text, lo, hi, cast)
+
+    def num_list(self, name: str, default: list[Any], lo: float, hi: float, cast: type = float) -> list[Any]:
+        """A comma-separated list of 1..MAX_LIST_ITEMS numbers; an empty item is an error."""
+        text = self.raw.get(name)
+        if text is None:
+            return list(default)
+        items = text.split(",")
+        if len(items) > MAX_LIST_ITEMS:
+            raise ParamError(f"{name}: {len(items)} items, expected at most {MAX_LIST_ITEMS}")
+        if any(not item.strip() for item in items):
+            raise ParamError(f"{name}={text!r}: an empty item; expected comma-separated numbers")
+        return [self._number(name, item.strip(), lo, hi, cast) for item in items]
 
     def rng(self) -> random.Random:
         return random.Random(self.num("seed", 1, 0, 2**31, int))
@@ -154,9 +183,7 @@ async def voice(s: Session, p: Params) -> None:
     seconds = p.num("seconds", 4.0, 0.02, 3600.0)
     items = p.num("items", 1, 1, 1000, int)
     default_rate = p.num("rate", VOICE_RATE, 8000, 96000, int)
-    rates = [int(r) for r in p.raw.get("rates", str(default_rate)).split(",") if r.strip()]
-    if not rates or not all(8000 <= r <= 96000 for r in rates):
-        raise ParamError(f"rates={p.raw.get('rates')!r}: need sample rates in 8000..96000")
+    rates = p.num_list("rates", [default_rate], 8000, 96000, int)
     jitter = p.num("jitter", 0.0, 0.0, 2000.0) / 1000
     barge = p.num("barge", 0.0, 0.0, 3600.0)
     listen = p.num("listen", 0.0, 0.0, 3600.0)
@@ -265,14 +292,71 @@ async def faults(s: Session, p: Params) -> None:
     await s.text(b"bad utf-8: \xff! ")
     await s.tool_call("launch_rockets", {"count": 3})
     call_id = "call_badjson"
-    s._pending[call_id] = {"name": "calculator", "expect": None}
+    s.expect_result(call_id, "calculator")
     s.stats.tool_calls_sent += 1
     await s.raw(s.seq.tool_call(call_id, '{"expression": ', name="calculator", final=True))
     await s.text("after the faults.")
     await s.control("end_of_turn")
 
 
+async def hostile(s: Session, p: Params) -> None:
+    """What a hostile (or broken) server might send to grow a client's state without bound or
+    crash its decoder (issue 7), with valid text around it all: ``start. middle. end.``.
+
+    A hello with 1,000 keys; a control frame nested 1,000 deep; tool calls whose arguments are
+    nested 1,000 deep or a lone surrogate; call ids holding a lone surrogate or 300 KiB long
+    (malformed: nobody can be answered); a 300 KiB tool name; 40 calls left open (32 may stay
+    open; the client times them out); 2,000 ``interrupted`` frames for distinct items and 500
+    for the same one; 150 finished calls (more cards than the page keeps).
+    """
+    from pyclient.frames import Kind
+
+    def call_frame(call_id: str, name: str | None, delta: str, final: bool) -> bytes:
+        obj: dict[str, Any] = {"call_id": call_id, "arguments_delta": delta}
+        if name is not None:
+            obj["name"] = name
+        return s.seq.raw(Kind.TOOL_CALL, json.dumps(obj).encode(), flags=1 if final else 0)
+
+    deep = "[" * 1000 + "]" * 1000
+    await s.text("start. ")
+    await s.control("hello", **{f"k{i}": i for i in range(1000)})
+    await s.raw(s.seq.raw(Kind.CONTROL, b'{"type":"deep","a":' + deep.encode() + b"}"))
+    s.expect_result("call_deep", "calculator")
+    s.expect_result("call_surrogate", "calculator")
+    s.expect_result("call_long_name", "x" * 100)
+    s.stats.tool_calls_sent += 3
+    await s.raw(call_frame("call_deep", "calculator", deep, True))
+    await s.raw(call_frame("call_surrogate", "calculator", "\ud800", True))
+    # json.dumps writes a lone surrogate as the escape \\ud800: valid JSON text that decodes to an
+    # invalid string. As the arguments of a call, the call fails; inside a call id, the frame is malformed.
+    await s.raw(call_frame("call_\ud800", "calculator", "{}", True))
+    await s.raw(call_frame("c" * 300 * 1024, "calculator", "{}", True))
+    await s.raw(call_frame("call_long_name", "n" * 300 * 1024, "{}", True))
+    for i in range(40):
+        s.expect_result(f"call_open_{i}", "clock")
+        s.stats.tool_calls_sent += 1
+        await s.raw(call_frame(f"call_open_{i}", "clock", "{", False))
+    await s.text("middle. ")
+    rng = p.rng()
+    pcm = _synth_frame(rng, 0, 480, VOICE_RATE, 200.0)
+    for _ in range(10):
+        await s.audio(pcm, sample_rate=VOICE_RATE, item_id=1)
+    for item in range(2, 2002):
+        await s.control("interrupted", item_id=item)
+    for _ in range(500):
+        await s.control("interrupted", item_id=1)
+    # The open calls were sent before all of this: `linger` s more than the client's
+    # tool_call_timeout and they have expired before the next calls arrive.
+    await asyncio.sleep(p.num("linger", 3.0, 0.0, 60.0))
+    for _ in range(150):
+        a, b = rng.randint(2, 999), rng.randint(2, 999)
+        await s.tool_call("calculator", {"expression": f"{a} * {b}"}, _calc_expect(a, b))
+    await s.text("end.")
+    await s.control("end_of_turn")
+
+
 SCENARIOS: dict[str, Callable[[Session, Params], Awaitable[None]]] = {
+    "hostile": hostile,
     "chat": chat,
     "voice": voice,
     "flood": flood,

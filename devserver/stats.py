@@ -1,4 +1,14 @@
-"""Per-connection accounting of the simulated AI server, exposed at ``GET /stats``."""
+"""Per-connection accounting of the simulated AI server, exposed at ``GET /stats``.
+
+Memory bounds: the registry keeps the open connections and the ``RECENT_CONNECTIONS`` most
+recently closed ones, and what each connection records is bounded in count and size whatever
+the client sends: the last ``KEEP_TOOL_RESULTS`` tool results, ``KEEP_ERRORS`` errors,
+``KEEP_CONTROLS`` controls and playback positions; any client-supplied value whose JSON is
+over ``INLINE_JSON_BYTES`` is kept as ``{"bytes", "sha256", "preview"}`` (see ``summarise``).
+Totals are counters, never lists. Worst case per connection, with a hostile client: about
+0.4 MB of JSON (100 results of up to 2 KiB, 100 controls and positions of up to 1 KiB, the
+timeline); 64 results of 1 MB for unknown calls leave ~50 KB (tests/unit/test_server_robustness.py).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +16,7 @@ import array
 import functools
 import hashlib
 import itertools
+import json
 import operator
 import sys
 import time
@@ -16,6 +27,14 @@ from typing import Any
 TIMELINE_POINTS = 2_000  # bounded: one point per TIMELINE_STEP_S at most
 TIMELINE_STEP_S = 0.1
 RECENT_CONNECTIONS = 64
+KEEP_TOOL_RESULTS = 100
+KEEP_ERRORS = 50
+KEEP_CONTROLS = 50
+KEEP_MISSING_RESULTS = 50
+KEEP_MIC_RATES = 16
+INLINE_JSON_BYTES = 1024  # a client value larger than this is kept as size + sha256 + preview
+PREVIEW_CHARS = 80
+ERROR_CHARS = 300
 
 
 MOD32 = 1 << 32
@@ -37,12 +56,49 @@ def pcm_checksum(previous: int, pcm: bytes) -> int:
     return (previous * shift + sum(map(operator.mul, samples, weights))) % MOD32
 
 
+def _json_bytes(value: Any) -> bytes:
+    # surrogatepass: a lone surrogate from the peer must not make accounting raise
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=repr).encode("utf-8", "surrogatepass")
+
+
+def summarise(value: Any, limit: int = INLINE_JSON_BYTES) -> Any:
+    """``value`` itself if its JSON is at most ``limit`` bytes, else a bounded summary:
+    ``{"bytes": N, "sha256": hex of the compact UTF-8 JSON, "preview": first characters}``."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value if not isinstance(value, int) or value.bit_length() < 64 else summarise(str(value), limit)
+    try:
+        raw = _json_bytes(value)
+    except (ValueError, RecursionError) as exc:  # circular or too deep: nothing a client can send today
+        return {"unencodable": type(exc).__name__}
+    if len(raw) <= limit:
+        return value
+    preview = raw[: PREVIEW_CHARS * 4].decode("utf-8", "replace")[:PREVIEW_CHARS]
+    return {"bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest(), "preview": preview}
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-ready copy: deques and sets become lists (``emulation`` records hold both)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, deque)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)
+    return value
+
+
+def clip(text: str, limit: int = ERROR_CHARS) -> str:
+    """A message for a bounded list: at most ``limit`` characters, saying how long it was."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
 @dataclass
 class ConnectionStats:
     id: int
     scenario: str
     params: dict[str, str]
     subprotocol: str | None
+    protocol: str = "pyclient"  # the wire protocol: pyclient, openai-realtime, gemini-live
     started: float = field(default_factory=time.time)
     ended: float | None = None
     close_code: int | None = None
@@ -53,7 +109,15 @@ class ConnectionStats:
     frames_received: int = 0
     malformed_received: int = 0
     tool_calls_sent: int = 0
-    tool_results: list[dict[str, Any]] = field(default_factory=list)
+    tool_results: deque = field(default_factory=lambda: deque(maxlen=KEEP_TOOL_RESULTS))
+    tool_results_received: int = 0
+    tool_result_errors: dict[str, int] = field(default_factory=dict)  # failed results by error type (bounded)
+    tool_results_unknown: int = 0  # results for call_ids the server never sent (or already had)
+    tool_results_as_expected: int = 0
+    tool_results_unexpected: int = 0  # results that failed their scenario's check
+    tool_wait_s: float = 0.0  # how long the server waited for outstanding results after the scenario
+    tool_results_missing: list[dict[str, Any]] = field(default_factory=list)  # never came (bounded)
+    tool_results_missing_count: int = 0
     text_frames_sent: int = 0
     text_bytes_sent: int = 0
     audio_frames_sent: int = 0
@@ -62,14 +126,19 @@ class ConnectionStats:
     credit_granted: int = 0
     credit_waits: int = 0
     credit_wait_s: float = 0.0
-    client_hello: dict[str, Any] | None = None
-    controls_received: list[dict[str, Any]] = field(default_factory=list)
+    client_hello: Any = None
+    controls_received: deque = field(default_factory=lambda: deque(maxlen=KEEP_CONTROLS))
+    controls_received_count: int = 0
     mic_samples_received: int = 0
     mic_frames_received: int = 0
     mic_rates: set[int] = field(default_factory=set)
-    playback_positions: list[dict[str, Any]] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
+    playback_positions: deque = field(default_factory=lambda: deque(maxlen=KEEP_CONTROLS))
+    errors: deque = field(default_factory=lambda: deque(maxlen=KEEP_ERRORS))
+    errors_count: int = 0
     dropped: bool = False  # the server aborted the connection on purpose (drop_after)
+    # What an emulated provider socket (devserver/emulation.py) records besides the figures above:
+    # bounded by the emulation (lists of at most KEEP_CONTROLS entries, client values summarised).
+    emulation: dict[str, Any] | None = None
     _text_sha: Any = field(default_factory=hashlib.sha256, repr=False)
     _audio_sha: Any = field(default_factory=hashlib.sha256, repr=False)
     _mic_sha: Any = field(default_factory=hashlib.sha256, repr=False)
@@ -96,8 +165,37 @@ class ConnectionStats:
     def on_mic(self, samples: int, rate: int, pcm: bytes) -> None:
         self.mic_frames_received += 1
         self.mic_samples_received += samples
-        self.mic_rates.add(rate)
+        if len(self.mic_rates) < KEEP_MIC_RATES:
+            self.mic_rates.add(rate)
         self._mic_sha.update(pcm)
+
+    def error(self, message: str) -> None:
+        """Record an error (the last ``KEEP_ERRORS`` are kept, each clipped; all are counted)."""
+        self.errors_count += 1
+        self.errors.append(clip(message))
+
+    def on_control(self, type: str, fields: dict[str, Any]) -> None:
+        self.controls_received_count += 1
+        self.controls_received.append(summarise({"type": type, **fields}))
+
+    def on_tool_result(self, entry: dict[str, Any], known: bool) -> None:
+        """``entry``'s client-supplied values must already be summarised."""
+        self.tool_results_received += 1
+        self.tool_results_unknown += not known
+        if "as_expected" in entry:
+            self.tool_results_as_expected += entry["as_expected"]
+            self.tool_results_unexpected += not entry["as_expected"]
+        self.tool_results.append(entry)
+        error = entry.get("error")
+        if not entry.get("ok") and isinstance(error, dict):
+            kind = str(error.get("type"))[:64]
+            if kind in self.tool_result_errors or len(self.tool_result_errors) < 32:
+                self.tool_result_errors[kind] = self.tool_result_errors.get(kind, 0) + 1
+
+    def on_missing_results(self, missing: list[dict[str, Any]], waited: float) -> None:
+        self.tool_wait_s = waited
+        self.tool_results_missing_count = len(missing)
+        self.tool_results_missing = missing[:KEEP_MISSING_RESULTS]
 
     def on_sent(self, nbytes: int, waited: float) -> None:
         self.bytes_sent += nbytes
@@ -128,6 +226,7 @@ class ConnectionStats:
             "scenario": self.scenario,
             "params": self.params,
             "subprotocol": self.subprotocol,
+            "protocol": self.protocol,
             "started": self.started,
             "ended": self.ended,
             "open": self.ended is None,
@@ -139,8 +238,15 @@ class ConnectionStats:
             "frames_received": self.frames_received,
             "malformed_received": self.malformed_received,
             "tool_calls_sent": self.tool_calls_sent,
-            "tool_results_received": len(self.tool_results),
-            "tool_results": self.tool_results,
+            "tool_results_received": self.tool_results_received,
+            "tool_results_unknown": self.tool_results_unknown,
+            "tool_results_as_expected": self.tool_results_as_expected,
+            "tool_results_unexpected": self.tool_results_unexpected,
+            "tool_result_errors": dict(self.tool_result_errors),
+            "tool_results": list(self.tool_results),
+            "tool_wait_s": round(self.tool_wait_s, 3),
+            "tool_results_missing": self.tool_results_missing,
+            "tool_results_missing_count": self.tool_results_missing_count,
             "text_frames_sent": self.text_frames_sent,
             "text_bytes_sent": self.text_bytes_sent,
             "text_sha256": self._text_sha.hexdigest(),
@@ -152,32 +258,48 @@ class ConnectionStats:
             "credit_waits": self.credit_waits,
             "credit_wait_s": round(self._live(self.credit_wait_s, self.credit_blocked_since), 4),
             "client_hello": self.client_hello,
-            "controls_received": self.controls_received[-50:],
+            "controls_received": list(self.controls_received),
+            "controls_received_count": self.controls_received_count,
             "mic_samples_received": self.mic_samples_received,
             "mic_frames_received": self.mic_frames_received,
             "mic_rates": sorted(self.mic_rates),
             "mic_sha256": self._mic_sha.hexdigest(),
-            "playback_positions": self.playback_positions[-50:],
-            "errors": self.errors[-20:],
+            "playback_positions": list(self.playback_positions),
+            "errors": list(self.errors),
+            "errors_count": self.errors_count,
             "dropped": self.dropped,
             "timeline": list(self._timeline),
+            **({"emulation": _plain(self.emulation)} if self.emulation is not None else {}),
         }
 
 
 class StatsRegistry:
-    """Current connections plus the most recent closed ones (bounded)."""
+    """Every open connection plus the ``keep`` most recently closed ones.
+
+    An open connection never drops out of ``/stats`` however many others come and go (each
+    record is bounded, see the top of this module); closed ones are forgotten oldest-first.
+    """
 
     def __init__(self, keep: int = RECENT_CONNECTIONS) -> None:
         self._ids = itertools.count(1)
-        self._recent: deque[ConnectionStats] = deque(maxlen=keep)
+        self._open: dict[int, ConnectionStats] = {}
+        self._closed: deque[ConnectionStats] = deque(maxlen=keep)
 
-    def open(self, scenario: str, params: dict[str, str], subprotocol: str | None) -> ConnectionStats:
-        st = ConnectionStats(next(self._ids), scenario, params, subprotocol)
-        self._recent.append(st)
+    def open(
+        self, scenario: str, params: dict[str, str], subprotocol: str | None, protocol: str = "pyclient"
+    ) -> ConnectionStats:
+        st = ConnectionStats(next(self._ids), scenario, params, subprotocol, protocol)
+        self._open[st.id] = st
         return st
 
+    def close(self, st: ConnectionStats) -> None:
+        """The connection has ended: keep it among the recent closed ones."""
+        if self._open.pop(st.id, None) is not None:
+            self._closed.append(st)
+
     def get(self, conn_id: int) -> ConnectionStats | None:
-        return next((c for c in self._recent if c.id == conn_id), None)
+        return self._open.get(conn_id) or next((c for c in self._closed if c.id == conn_id), None)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"connections": [c.as_dict() for c in self._recent]}
+        connections = sorted([*self._closed, *self._open.values()], key=lambda c: c.id)
+        return {"connections": [c.as_dict() for c in connections]}

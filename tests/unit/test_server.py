@@ -21,9 +21,11 @@ from pyclient.tools import ToolExecutor, ToolRegistry
 from .aio import run
 
 
-def with_client(test):
+def with_client(test, **app_kw: Any):
+    """Run ``test(client)`` against a fresh app (``make_app(**app_kw)``) on a free port."""
+
     async def runner() -> Any:
-        async with TestClient(TestServer(make_app())) as client:
+        async with TestClient(TestServer(make_app(**app_kw))) as client:
             return await test(client)
 
     return run(runner())
@@ -59,6 +61,7 @@ async def converse(client: TestClient, query: str, protocols: tuple[str, ...] = 
                     await ws.send_bytes(seq.tool_result(o.call_id, ok=o.ok, result=o.result, error=o.error))
                 elif isinstance(ev, ServerHello):
                     out["id"] = ev.fields["connection_id"]
+                    out["hello"] = ev.fields
                 elif isinstance(ev, ServerError):
                     out["error"] = ev
                 elif isinstance(ev, StreamDone):
