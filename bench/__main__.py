@@ -8,7 +8,10 @@ import sys
 PROGRAMS = {
     "backpressure": "bench.backpressure",
     "bargein": "bench.bargein",
+    "load": "bench.load",
+    "fuzz": "bench.fuzz",
     "screenshot": "bench.screenshot",
+    "soak": "bench.soak",
 }
 
 

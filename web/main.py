@@ -3,11 +3,13 @@
 Query parameters for the page: ``scenario`` (chat | voice | flood | faults | upload),
 ``transport`` (auto | websocketstream | websocket), ``audio`` (auto | sab | postmessage),
 ``throttle`` (playback speed in (0, 1], a simulated slow device), ``queue_kb`` (the classic
-WebSocket's receive-queue bound), ``client_credit`` (1: offer credit flow control on every
-transport, 0: never; default: on the classic WebSocket only), ``context_rate=device`` (play
+WebSocket's receive-queue bound), ``client_credit`` (0: never offer credit flow control;
+default: offered on every transport, the server picks), ``context_rate=device`` (play
 through the worklet's resampler), ``prebuffer_ms``, ``send_high_kb``/``send_low_kb`` (send
-watermarks), ``autostart=1`` to connect on load. Every other parameter (turns, seconds, mb,
-credit, ...) is passed on to ``/ws``.
+watermarks), ``tool_call_timeout`` (s a streamed tool call may stay unfinished),
+``drain_timeout`` (s to send what is owed after ``done``), ``ws_path`` (another socket path
+than ``/ws``), ``autostart=1`` to connect on load. Every other parameter (turns, seconds, mb,
+credit, ...) is passed on to the socket.
 """
 
 import asyncio
@@ -31,6 +33,9 @@ PAGE_PARAMS = (
     "prebuffer_ms",
     "send_high_kb",
     "send_low_kb",
+    "tool_call_timeout",
+    "drain_timeout",
+    "ws_path",
 )
 THROTTLED_SPEED = 0.25
 READOUT_MS = 250
@@ -63,7 +68,7 @@ def ws_url():
     for name in query:
         if name not in PAGE_PARAMS:
             q.set(name, query.get(name))
-    return "/ws?" + q.toString()
+    return param("ws_path", "/ws") + "?" + q.toString()
 
 
 def set_buttons(connected):
@@ -98,7 +103,11 @@ async def connect():
     if param("prebuffer_ms"):
         options["prebuffer_ms"] = float(param("prebuffer_ms"))
     if param("client_credit"):
-        options["credit"] = {"1": True, "0": False}.get(param("client_credit"), "auto")
+        options["credit"] = param("client_credit") != "0"
+    if param("tool_call_timeout"):
+        options["tool_call_timeout"] = float(param("tool_call_timeout"))
+    if param("drain_timeout"):
+        options["drain_timeout"] = float(param("drain_timeout"))
     audio = param("audio", "auto")
     client = pyclient.Client(
         transport=ui["transport"].value,

@@ -26,6 +26,7 @@ DEFAULT_PREBUFFER_MS = 100.0
 AUDIO_MODES = ("auto", "sab", "postmessage")
 MAX_REMEMBERED_ITEMS = 16
 MAX_REMEMBERED_CUTS = 32
+MAX_INTERRUPTED_ITEMS = 256  # item ids whose late frames are discarded (the most recent ones)
 
 
 def resolve_mode(mode: str) -> str:
@@ -66,7 +67,7 @@ class AudioSink:
         self.samples_discarded = 0
         self.rate_changes = 0
         self.speed = 1.0
-        self.interrupted_items: set[int] = set()
+        self.interrupted_items: dict[int, None] = {}  # an ordered set, bounded
         self.current_item: int | None = None
         self._item_starts: deque[tuple[int, int]] = deque(maxlen=MAX_REMEMBERED_ITEMS)
         self.cuts: deque[dict[str, Any]] = deque(maxlen=MAX_REMEMBERED_CUTS)
@@ -138,12 +139,21 @@ class AudioSink:
         current one) are discarded from here on; frames of later items still play."""
         target = item_id if item_id is not None else self.current_item
         if target is not None:
-            self.interrupted_items.add(target)
+            self.interrupted_items[target] = None
+            while len(self.interrupted_items) > MAX_INTERRUPTED_ITEMS:
+                del self.interrupted_items[next(iter(self.interrupted_items))]
         if self.player is None:
             return None
         starts = list(self._item_starts)
         self._item_starts.clear()
+        if not starts and self.player.fill() == 0:
+            return None  # nothing queued and no item to report on: no round trip to the worklet
         return (self.player.flush(), starts, reason)
+
+    def is_interrupted(self, item_id: int | None) -> bool:
+        """Whether ``item_id`` (None: the current item) was already cut."""
+        target = item_id if item_id is not None else self.current_item
+        return target is not None and target in self.interrupted_items
 
     async def finish_interrupt(self, pending: Any) -> list[dict[str, Any]]:
         """Wait for the worklet to apply the cut; one playback report per item it cut."""

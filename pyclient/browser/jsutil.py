@@ -24,7 +24,13 @@ def to_js_plain(value: Any) -> Any:
 
 
 class ProxyOwner:
-    """Creates proxies for JS callbacks and destroys them all on ``close()``."""
+    """Creates proxies for JS callbacks and destroys them all on ``close()``.
+
+    ``ProxyOwner.live`` counts the proxies all owners hold right now (``stats()["proxies"]``):
+    a count that does not return to its level after a connection ended is a leak.
+    """
+
+    live = 0
 
     def __init__(self) -> None:
         self._proxies: list[Any] = []
@@ -32,10 +38,12 @@ class ProxyOwner:
     def proxy(self, fn: Callable[..., Any]) -> Any:
         p = create_proxy(fn)
         self._proxies.append(p)
+        ProxyOwner.live += 1
         return p
 
     def close(self) -> None:
         proxies, self._proxies = self._proxies, []
+        ProxyOwner.live -= len(proxies)
         for p in proxies:
             try:
                 p.destroy()

@@ -4,6 +4,10 @@ Frames wait in a bounded queue (``max_queued_frames``, default 1 s of audio) for
 whose sends wait on the transport (WebSocketStream writer readiness / ``bufferedAmount``
 watermarks). If the link stays slower than the microphone, the oldest frames are dropped and
 counted: live audio that arrives too late is worth less than fresh audio.
+
+The device is released on every ending: ``stop()`` (what was captured is sent, then
+``input_audio_end``) and ``abort()`` (the connection is gone: nothing more is sent). The client
+calls one of them whenever its connection ends, however it ends.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 
 import js
 
-from ..errors import UsageError
+from ..errors import PyclientError, UsageError
 from ..frames import Sequencer
 from .jsutil import ProxyOwner, import_module
 
@@ -51,17 +55,25 @@ class MicUplink:
         self.dropped_frames = 0
         self.dropped_samples = 0
         self.error: str | None = None
+        self.track_state = "none"  # "live" while capturing, "ended" once released
+        self.device_rate = 0
 
-    async def start(self) -> None:
+    async def start(self, target_rate: int | None = None) -> None:
+        """Capture at the device's rate, delivered at ``target_rate`` (the server's; the
+        capture worklet resamples), or at the device's rate when None."""
         if self.active:
             raise UsageError("the microphone is already on")
         module = await import_module(self.assets_url + "microphone.js")
         try:
-            self._handle = await module.startMicrophone(self._owner.proxy(self._on_frame), self.frame_ms)
+            on_frame = self._owner.proxy(self._on_frame)
+            self._handle = await module.startMicrophone(on_frame, self.frame_ms, target_rate or 0)
         except Exception as exc:
+            self._owner.close()  # the frame callback's proxy: nobody will call it now
             self.error = f"microphone unavailable: {exc}"
             raise
+        self.track_state = str(self._handle.trackState())
         self.sample_rate = int(self._handle.sampleRate)
+        self.device_rate = int(self._handle.deviceRate)
         self.item_id += 1
         self.active = True
         self.error = None
@@ -84,11 +96,17 @@ class MicUplink:
                 await self._arrived.wait()
                 continue
             pcm = self._queue.popleft()
-            await self._send(
-                lambda seq, pcm=pcm, rate=self.sample_rate, item=self.item_id: seq.audio(
-                    pcm, sample_rate=rate, item_id=item
+            try:
+                await self._send(
+                    lambda seq, pcm=pcm, rate=self.sample_rate, item=self.item_id: seq.audio(
+                        pcm, sample_rate=rate, item_id=item
+                    )
                 )
-            )
+            except PyclientError as exc:  # the socket went away: the client aborts the mic
+                self.error = f"microphone audio not sent: {exc}"
+                self.dropped_frames += 1 + len(self._queue)
+                self._queue.clear()
+                return
             self.sent_frames += 1
             self.sent_samples += len(pcm) // 2
 
@@ -96,20 +114,47 @@ class MicUplink:
         """Stop capturing, send what was captured, then ``input_audio_end``."""
         if not self.active:
             return {}
-        await self._handle.stop()  # delivers the last partial frame first
-        self.active = False
+        try:
+            await self._handle.stop()  # delivers the last partial frame first
+        finally:
+            self._release()
         self._arrived.set()
         if self._sender is not None:
             await self._sender
         end = {"item_id": self.item_id, "samples": self.sent_samples, "sample_rate": self.sample_rate}
         await self._send(lambda seq: seq.control("input_audio_end", **end))
-        self._owner.close()
         return end
+
+    async def abort(self) -> None:
+        """The connection ended: stop capturing and release the device; send nothing more."""
+        if not self.active:
+            return
+        handle = self._handle
+        self._release()
+        dropped = len(self._queue)
+        self._queue.clear()
+        self.dropped_frames += dropped
+        if self._sender is not None and not self._sender.done():
+            self._sender.cancel()
+        try:
+            await handle.stop(False)
+        except Exception as exc:  # the device or context went away on its own
+            self.error = f"microphone stop failed: {exc}"
+        self.track_state = str(handle.trackState())
+
+    def _release(self) -> None:
+        """Mark the capture over and free the frame callback's proxy (no more frames)."""
+        self.active = False
+        self._owner.close()
+        if self._handle is not None:
+            self.track_state = str(self._handle.trackState())
 
     def stats(self) -> dict[str, Any]:
         return {
             "active": self.active,
+            "track_state": self.track_state,
             "sample_rate": self.sample_rate,
+            "device_rate": self.device_rate,
             "captured_samples": self.captured_samples,
             "sent_samples": self.sent_samples,
             "sent_frames": self.sent_frames,

@@ -15,6 +15,8 @@ from .jsutil import ProxyOwner
 
 DEFAULT_MAX_PENDING_CHARS = 64 * 1024
 FALLBACK_FLUSH_MS = 100  # requestAnimationFrame does not run in hidden tabs
+DEFAULT_MAX_TOOL_CARDS = 100
+MAX_RESULT_PREVIEW_CHARS = 4000  # a card shows the start of a large result
 
 
 def resolve_element(target: Any) -> Any:
@@ -97,11 +99,22 @@ class TokenRenderer:
 
 
 class ToolCards:
-    """One card per tool call: name, streaming arguments, status, result or error."""
+    """One card per tool call: name, streaming arguments, status, result or error.
 
-    def __init__(self, container: Any) -> None:
+    Bounded: at most ``max_cards`` cards stay in the page; the oldest are removed.
+    """
+
+    def __init__(self, container: Any, max_cards: int = DEFAULT_MAX_TOOL_CARDS) -> None:
+        if max_cards < 1:
+            raise ValueError(f"max_cards must be at least 1, got {max_cards}")
         self.container = container
-        self._cards: dict[str, dict[str, Any]] = {}
+        self.max_cards = max_cards
+        self._cards: dict[str, dict[str, Any]] = {}  # insertion order = age
+        self.removed = 0
+
+    @property
+    def count(self) -> int:
+        return len(self._cards)
 
     def _el(self, tag: str, cls: str, text: str = "") -> Any:
         el = js.document.createElement(tag)
@@ -121,20 +134,38 @@ class ToolCards:
         card.append(head, args, result)
         self.container.prepend(card)
         self._cards[call_id] = {"card": card, "args": args, "result": result, "status": head.lastChild}
+        while len(self._cards) > self.max_cards:
+            oldest = self._cards.pop(next(iter(self._cards)))
+            oldest["card"].remove()
+            self.removed += 1
 
     def arguments(self, call_id: str, delta: str) -> None:
         c = self._cards.get(call_id)
         if c is not None:
             c["args"].append(js.document.createTextNode(delta))
 
-    def finished(self, call_id: str, name: str | None, ok: bool, payload: Any, ms: float) -> None:
+    def cancelled(self, call_id: str) -> None:
+        """The server withdrew the call: the card says so (no result was sent)."""
+        c = self._cards.get(call_id)
+        if c is not None:
+            c["card"].className = "tool-card cancelled"
+            c["status"].textContent = "cancelled by the server"
+
+    def finished(self, outcome: Any, payload: Any) -> None:
+        """Show a ``ToolOutcome``: status, time (and how long a sync tool blocked the page)."""
         if self.container is None:
             return
-        if call_id not in self._cards:
-            self.started(call_id, name)
-        c = self._cards[call_id]
-        c["card"].className = "tool-card " + ("ok" if ok else "failed")
-        c["status"].textContent = f"{'done' if ok else 'error'} · {ms:.1f} ms"
-        c["result"].textContent = json.dumps(payload, ensure_ascii=False)
-        if len(self._cards) > 200:  # bounded: forget the oldest card's handles
-            self._cards.pop(next(iter(self._cards)))
+        if outcome.call_id not in self._cards:
+            self.started(outcome.call_id, outcome.name)
+        c = self._cards[outcome.call_id]
+        c["card"].className = "tool-card " + ("ok" if outcome.ok else "failed")
+        status = f"{'done' if outcome.ok else 'error'} · {outcome.duration_ms:.1f} ms"
+        if outcome.sync:
+            status += " · sync: blocked the page"
+            if outcome.over_timeout:
+                status += " past its timeout (only async tools can be stopped)"
+        c["status"].textContent = status
+        text = json.dumps(payload, ensure_ascii=False)
+        if len(text) > MAX_RESULT_PREVIEW_CHARS:
+            text = text[:MAX_RESULT_PREVIEW_CHARS] + f"… ({len(text):,} characters)"
+        c["result"].textContent = text

@@ -2,21 +2,25 @@
 
 Both expose the same shape to the client:
 
-* ``readable`` -- a JS ``ReadableStream`` of received binary messages (ArrayBuffer);
-* ``await send(data)`` -- send one binary message, waiting first if the send side is
-  backed up (WebSocketStream: the writer's ``ready``; classic: ``bufferedAmount``
-  watermarks);
+* ``readable`` -- a JS ``ReadableStream`` of received messages, passed through untouched:
+  text messages as strings, binary ones as ArrayBuffers;
+* ``await send(data)`` -- send one message (``str``: text, ``bytes``: binary), waiting first if
+  the send side is backed up (WebSocketStream: the writer's ``ready``; classic:
+  ``bufferedAmount`` watermarks);
 * ``closed`` -- an asyncio future resolved with ``(code, reason)`` when the socket closes.
 
 The classic ``WebSocket`` cannot stop reading, so its messages go into a bounded
 ``ReceiveQueue`` (drop-oldest-audio policy, pyclient/flow.py) from which a pull-based
-``ReadableStream`` serves the demux: both transports then feed the same pipeline.
+``ReadableStream`` serves the demux: both transports then feed the same pipeline. Which
+messages are audio that may be dropped is the protocol's business: the transport asks the
+``classify`` callable it was given (``Codec.classify``), it never looks inside a message.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import js
@@ -24,8 +28,9 @@ from pyodide.ffi import JsException, to_js
 
 from ..errors import TransportError, TransportUnsupported, UsageError
 from ..flow import DEFAULT_RECEIVE_QUEUE_BYTES, DEFAULT_SEND_HIGH, DEFAULT_SEND_LOW, ReceiveQueue, Watermarks
-from ..frames import HEADER, HEADER_SIZE, Kind
-from .jsutil import ProxyOwner, bytes_to_js, js_object
+from .jsutil import ArrayBufferSource, ProxyOwner, bytes_to_js, js_object
+
+Classify = Callable[[Any], tuple[bool, int | None]]  # message -> (droppable audio?, its sequence number)
 
 WEBSOCKETSTREAM = "websocketstream"
 WEBSOCKET = "websocket"
@@ -77,6 +82,7 @@ class WebSocketStreamTransport:
         self.protocol = ""
         self.closed: asyncio.Future = asyncio.get_event_loop().create_future()
         self.send_stats = _SendStats()
+        self._closing = False
 
     async def open(self, url: str, protocols: list[str]) -> None:
         try:
@@ -98,23 +104,37 @@ class WebSocketStreamTransport:
         if not self.closed.done():
             self.closed.set_result(result)
 
-    async def send(self, data: bytes) -> None:
+    async def send(self, data: bytes | str) -> None:
         writer = self._writer
-        if writer is None or self.closed.done():
-            raise TransportError("cannot send: the socket is closed")
+        if writer is None or self.closed.done() or self._closing:
+            # Never write once close() was called: Chromium's renderer crashed ("Target
+            # crashed") on a write racing the closing handshake of a WebSocketStream.
+            raise TransportError("cannot send: the socket is closed or closing")
         if writer.desiredSize is not None and writer.desiredSize <= 0:
             self.send_stats.send_waits += 1
         t0 = time.monotonic()
         try:
             await writer.ready
             self.send_stats.send_wait_s += time.monotonic() - t0
-            await writer.write(bytes_to_js(data))
+            await writer.write(data if isinstance(data, str) else bytes_to_js(data))
         except JsException as exc:
             raise TransportError(f"send failed: {exc}") from exc
         self.send_stats.bytes_out += len(data)
         self.send_stats.frames_out += 1
 
+    async def drain(self) -> None:
+        """Wait until every message sent so far was handed to the browser's socket."""
+        if self._writer is not None and not self.closed.done():
+            try:
+                await self._writer.ready
+            except JsException:
+                pass  # closed meanwhile: nothing more can drain
+
+    def unsent_bytes(self) -> int:
+        return 0  # WebSocketStream does not tell; write() resolved once it took the data
+
     def close(self, code: int = 1000, reason: str = "") -> None:
+        self._closing = True
         if self._wss is not None and not self.closed.done():
             try:
                 self._wss.close(js_object(closeCode=code, reason=reason))
@@ -139,7 +159,9 @@ class ClassicWebSocketTransport:
         receive_queue_bytes: int = DEFAULT_RECEIVE_QUEUE_BYTES,
         send_high: int = DEFAULT_SEND_HIGH,
         send_low: int = DEFAULT_SEND_LOW,
+        classify: Classify | None = None,
     ) -> None:
+        self._classify = classify or (lambda message: (False, None))
         self._owner = ProxyOwner()
         self._ws: Any = None
         self.queue: ReceiveQueue[Any] = ReceiveQueue(receive_queue_bytes)
@@ -188,13 +210,11 @@ class ClassicWebSocketTransport:
         data = evt.data
         if isinstance(data, str):
             self.text_messages += 1
-            return
-        n = data.byteLength
-        droppable, seq = False, None
-        if n >= HEADER_SIZE:
-            # Peek the first header: a message holding exactly one audio frame may be dropped.
-            _v, kind, _f, _r, seq, length = HEADER.unpack(js.Uint8Array.new(data, 0, HEADER_SIZE).to_bytes())
-            droppable = kind == Kind.AUDIO and HEADER_SIZE + length == n
+            n = len(data)
+            droppable, seq = self._classify(data)
+        else:
+            n = data.byteLength
+            droppable, seq = self._classify(ArrayBufferSource(data))
         self.queue.push(data, n, droppable=droppable, seq=seq)
         self._arrived.set()
 
@@ -211,7 +231,7 @@ class ClassicWebSocketTransport:
     def _cancel(self, reason: Any = None) -> None:
         self.close(1000, "reader cancelled")
 
-    async def send(self, data: bytes) -> None:
+    async def send(self, data: bytes | str) -> None:
         ws = self._ws
         if ws is None or ws.readyState != 1:
             raise TransportError("cannot send: the socket is not open")
@@ -225,10 +245,20 @@ class ClassicWebSocketTransport:
                     raise TransportError("socket closed while waiting to send")
                 await asyncio.sleep(SEND_POLL_S)
             self.send_stats.send_wait_s += time.monotonic() - t0
-        ws.send(bytes_to_js(data))
+        ws.send(data if isinstance(data, str) else bytes_to_js(data))
         self.send_stats.bytes_out += len(data)
         self.send_stats.frames_out += 1
         self.buffered_amount_max = max(self.buffered_amount_max, ws.bufferedAmount)
+
+    async def drain(self) -> None:
+        """Wait until ``bufferedAmount`` is 0: everything sent has left the browser."""
+        ws = self._ws
+        while ws is not None and ws.readyState == 1 and ws.bufferedAmount > 0:
+            await asyncio.sleep(SEND_POLL_S)
+
+    def unsent_bytes(self) -> int:
+        ws = self._ws
+        return int(ws.bufferedAmount) if ws is not None else 0
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         if self._ws is not None and self._ws.readyState in (0, 1):
@@ -248,6 +278,7 @@ class ClassicWebSocketTransport:
 
 
 def make_transport(name: str, **options: Any) -> WebSocketStreamTransport | ClassicWebSocketTransport:
+    """``options`` (receive_queue_bytes, send_high, send_low, classify) apply to the classic one."""
     if name == WEBSOCKETSTREAM:
         return WebSocketStreamTransport()
     return ClassicWebSocketTransport(**options)
