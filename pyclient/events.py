@@ -1,8 +1,12 @@
-"""Typed events the demux emits. Each belongs to exactly one ``Channel``.
+"""Typed events every protocol codec emits. Each belongs to exactly one ``Channel``.
 
 Events are small frozen dataclasses. They never touch the DOM or audio: the browser shell
 routes each one to the sink of its channel (``pyclient.browser``), or a CPython program can
-consume them directly.
+consume them directly. Every wire protocol (``pyclient.protocols``) decodes into these same
+events, so sinks, tools and stats do not know which protocol is spoken.
+
+Item ids are ``str | int``: pyclient.v1 numbers its audio items, OpenAI names them
+(``item_...``), Gemini has none (the codec numbers its turns).
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
+
+ItemId = str | int
 
 
 class Channel(StrEnum):
@@ -23,7 +29,7 @@ class Channel(StrEnum):
 class AudioChunk:
     """PCM16 little-endian mono samples; ``pcm`` is a zero-copy view when the source allows."""
 
-    item_id: int
+    item_id: ItemId
     sample_rate: int
     pcm: Any = field(repr=False)
     samples: int = 0
@@ -86,9 +92,13 @@ class TurnEnded:
 
 @dataclass(frozen=True)
 class Interrupted:
-    """The server cut the current response (barge-in): queued audio must be flushed."""
+    """The server cut the current response (barge-in): queued audio must be flushed.
 
-    item_id: int | None
+    ``item_id`` None means the item playing now. ``reason`` says what the server saw
+    (``interrupted``, ``speech_started``...)."""
+
+    item_id: ItemId | None
+    reason: str = "interrupted"
     channel: ClassVar[Channel] = Channel.CONTROL
 
 
@@ -133,6 +143,73 @@ class ProtocolErrorEvent:
     channel: ClassVar[Channel] = Channel.CONTROL
 
 
+@dataclass(frozen=True)
+class ToolCallCancelled:
+    """The server withdrew calls (Gemini ``toolCallCancellation``): no result is sent for them."""
+
+    call_ids: tuple[str, ...]
+    channel: ClassVar[Channel] = Channel.TOOLS
+
+
+@dataclass(frozen=True)
+class UserTranscript:
+    """What the server heard the user say (input audio transcription)."""
+
+    text: str
+    channel: ClassVar[Channel] = Channel.CONTROL
+
+
+@dataclass(frozen=True)
+class SessionReady:
+    """The server accepted the session set-up (OpenAI ``session.created``/``updated``, Gemini
+    ``setupComplete``); ``fields`` is what it said about the session."""
+
+    fields: dict[str, Any]
+    channel: ClassVar[Channel] = Channel.CONTROL
+
+
+@dataclass(frozen=True)
+class ResponseDone:
+    """One model response finished (OpenAI ``response.done``, Gemini ``generationComplete``)."""
+
+    fields: dict[str, Any]
+    channel: ClassVar[Channel] = Channel.CONTROL
+
+
+@dataclass(frozen=True)
+class UsageReport:
+    """Token usage or rate limits the server reported (``kind``: usage | rate_limits)."""
+
+    kind: str
+    fields: dict[str, Any]
+    channel: ClassVar[Channel] = Channel.CONTROL
+
+
+@dataclass(frozen=True)
+class GoAway:
+    """The server will close this connection in ``time_left_ms`` (Gemini ``goAway``)."""
+
+    time_left_ms: int | None
+    channel: ClassVar[Channel] = Channel.CONTROL
+
+
+@dataclass(frozen=True)
+class ResumptionUpdate:
+    """A handle to resume this session on a new connection (Gemini)."""
+
+    handle: str | None
+    resumable: bool
+    channel: ClassVar[Channel] = Channel.CONTROL
+
+
+@dataclass(frozen=True)
+class Ignored:
+    """A well-formed message of a type this client does not use: counted, never fatal."""
+
+    type: str
+    channel: ClassVar[Channel] = Channel.CONTROL
+
+
 Event = (
     AudioChunk
     | TextDelta
@@ -148,4 +225,12 @@ Event = (
     | ControlMessage
     | CreditGranted
     | ProtocolErrorEvent
+    | ToolCallCancelled
+    | UserTranscript
+    | SessionReady
+    | ResponseDone
+    | UsageReport
+    | GoAway
+    | ResumptionUpdate
+    | Ignored
 )

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -325,6 +325,9 @@ class ToolRegistry:
     def __len__(self) -> int:
         return len(self._tools)
 
+    def __iter__(self) -> Iterator[Tool]:
+        return iter(list(self._tools.values()))
+
     def describe(self) -> list[dict[str, Any]]:
         return [t.describe() for t in self._tools.values()]
 
@@ -369,6 +372,10 @@ class _Timing:
 class ToolExecutor:
     """Runs ready calls against a registry; always returns an outcome, never raises.
 
+    Arguments are validated against the JSON Schema generated from the tool's signature and
+    type hints (``pyclient.schema``) before it runs: a call that does not fit gets an
+    ``invalid_arguments`` error naming each problem, and nothing runs.
+
     Only async tools can be timed out: a synchronous function runs to its end on the thread
     that calls it (in the browser, the page's main thread), so its time is measured and
     reported (``blocking_ms``, ``over_timeout``) instead. Make slow tools ``async``.
@@ -381,6 +388,17 @@ class ToolExecutor:
     def __init__(self, registry: ToolRegistry, max_concurrent: int = 4) -> None:
         self.registry = registry
         self._slots = asyncio.Semaphore(max_concurrent)
+        self._schemas: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {}
+
+    def _validate(self, tool: Tool, arguments: dict[str, Any]) -> list[str]:
+        """Check the arguments against the JSON Schema of the tool's signature (the schema the
+        server was given): a call that does not fit runs nothing."""
+        from .schema import tool_schema, validate  # schema imports this module
+
+        cached = self._schemas.get(tool.name)
+        if cached is None or cached[0] is not tool.fn:
+            cached = self._schemas[tool.name] = (tool.fn, tool_schema(tool.fn))
+        return validate(arguments, cached[1])
 
     async def execute(self, call: ToolCallReady | ToolCallInvalid, max_payload: int | None = None) -> ToolOutcome:
         """Run ``call``; ``max_payload`` is the largest tool-result payload the peer accepts."""
@@ -428,6 +446,9 @@ class ToolExecutor:
         tool = self.registry.get(call.name)
         if tool is None:
             raise ToolError("unknown_tool", f"no tool named {call.name!r} is registered")
+        problems = self._validate(tool, call.arguments)
+        if problems:
+            raise ToolError("invalid_arguments", f"{call.name}: {'; '.join(problems)}")
         try:
             bound = tool.signature.bind(**call.arguments)
         except TypeError as exc:

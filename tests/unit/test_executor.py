@@ -117,3 +117,20 @@ def test_a_sync_tool_that_raises_is_still_timed() -> None:
     reg.register(fails)
     out = execute(reg, "fails", {})
     assert out.error["type"] == "tool_error" and out.sync and out.blocking_ms >= 20
+
+
+def test_arguments_are_validated_against_the_schema_and_nothing_runs() -> None:
+    reg = ToolRegistry()
+    ran = []
+
+    def book(city: str, nights: int, smoking: bool = False) -> str:
+        ran.append(city)
+        return "booked"
+
+    reg.register(book)
+    out = execute(reg, "book", {"city": 3, "nights": "two"})
+    assert not out.ok and out.error["type"] == "invalid_arguments"
+    assert "city: expected string" in out.error["message"] and "nights" in out.error["message"]
+    assert execute(reg, "book", {"city": "Oslo", "nights": 2, "pool": True}).error["type"] == "invalid_arguments"
+    assert ran == []
+    assert execute(reg, "book", {"city": "Oslo", "nights": 2}).result == "booked" and ran == ["Oslo"]
