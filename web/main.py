@@ -1,6 +1,9 @@
 """The demo page, built on pyclient's public API only.
 
-Query parameters for the page: ``scenario`` (chat | voice | flood | faults | upload),
+Query parameters for the page: ``protocol`` (pyclient | openai-realtime | gemini-live; the
+dev server emulates all three, and ``POST /session`` mints the token for the other two),
+``url`` (any server's socket, e.g. ``ws://127.0.0.1:8765/ws`` for your own bot; no token is
+fetched then), ``scenario`` (chat | voice | flood | faults | upload | hostile),
 ``transport`` (auto | websocketstream | websocket), ``audio`` (auto | sab | postmessage),
 ``throttle`` (playback speed in (0, 1], a simulated slow device), ``queue_kb`` (the classic
 WebSocket's receive-queue bound), ``client_credit`` (0: never offer credit flow control;
@@ -20,8 +23,11 @@ from pyodide.ffi import create_proxy
 
 import pyclient
 from pyclient.browser import websocketstream_available
+from pyclient.browser.jsutil import js_object
 
 PAGE_PARAMS = (
+    "protocol",
+    "url",
     "scenario",
     "transport",
     "audio",
@@ -44,7 +50,18 @@ query = js.URLSearchParams.new(js.window.location.search)
 doc = js.document
 ui = {
     name: doc.getElementById(name)
-    for name in ("scenario", "transport", "connect", "disconnect", "interrupt", "throttle", "mic")
+    for name in (
+        "protocol",
+        "scenario",
+        "transport",
+        "connect",
+        "disconnect",
+        "interrupt",
+        "throttle",
+        "mic",
+        "say",
+        "send",
+    )
 }
 current: dict = {"client": None, "speed": float(query.get("throttle") or 1.0)}
 chart: dict = {"js": None, "last": None, "busy": False}
@@ -62,13 +79,33 @@ def set_status(text, cls=""):
     el.className = "status " + cls
 
 
-def ws_url():
+PROVIDERS = {"openai-realtime": "openai", "gemini-live": "gemini"}
+
+
+def scenario_query():
+    """The scenario and every parameter that is not the page's own, as a query string."""
     q = js.URLSearchParams.new()
     q.set("scenario", ui["scenario"].value)
     for name in query:
         if name not in PAGE_PARAMS:
             q.set(name, query.get(name))
-    return param("ws_path", "/ws") + "?" + q.toString()
+    return q.toString()
+
+
+def ws_url():
+    return param("ws_path", "/ws") + "?" + scenario_query()
+
+
+async def mint_session(protocol):
+    """The page's own token endpoint: an ephemeral credential and the socket URL to use (the
+    dev server mints a real one when a provider key is configured, else one for its emulation)."""
+    provider = PROVIDERS[protocol]
+    resp = await js.fetch(f"/session?provider={provider}&{scenario_query()}", js_object(method="POST"))
+    data = (await resp.json()).to_py()
+    if not resp.ok:
+        message = (data.get("error") or {}).get("message") or f"HTTP {resp.status}"
+        raise pyclient.PyclientError(f"token endpoint: {message}")
+    return {"token": data["token"], "url": data["url"]}
 
 
 def set_buttons(connected):
@@ -76,6 +113,7 @@ def set_buttons(connected):
     ui["disconnect"].disabled = not connected
     ui["interrupt"].disabled = not connected
     ui["mic"].disabled = not connected
+    ui["send"].disabled = not connected
     if not connected:
         show_mic(False)
 
@@ -109,7 +147,16 @@ async def connect():
     if param("drain_timeout"):
         options["drain_timeout"] = float(param("drain_timeout"))
     audio = param("audio", "auto")
+    protocol = ui["protocol"].value
+    url = param("url")
+    if protocol == "pyclient":
+        target, token = url or ws_url(), None
+    else:
+        # A server given by URL is used as it is; else the page's token endpoint says where.
+        target, token = url, (None if url else (lambda: mint_session(protocol)))
     client = pyclient.Client(
+        protocol=protocol,
+        token=token,
         transport=ui["transport"].value,
         transcript="transcript",
         tool_cards="tools",
@@ -123,7 +170,7 @@ async def connect():
     set_buttons(True)
     set_status("connecting…")
     try:
-        await client.connect(ws_url())
+        await client.connect(target)
     except pyclient.PyclientError as exc:
         set_status(f"error: {exc}", "error")
         set_buttons(False)
@@ -244,6 +291,7 @@ async def load_chart():
 
 def main():
     ui["scenario"].value = param("scenario", "chat")
+    ui["protocol"].value = param("protocol", "pyclient")
     ui["transport"].value = param("transport", "auto")
     on(ui["connect"], "click", connect)
     on(ui["disconnect"], "click", disconnect)
@@ -279,6 +327,19 @@ def main():
             set_status(f"microphone unavailable: {exc}", "error")
 
     on(ui["mic"], "click", mic)
+
+    async def say():
+        client = current["client"]
+        text = ui["say"].value.strip()
+        if client is None or not text:
+            return
+        try:
+            await client.send_text(text)
+            ui["say"].value = ""
+        except pyclient.PyclientError as exc:
+            set_status(f"error: {exc}", "error")
+
+    on(ui["send"], "click", say)
     show_throttle()
     tick = create_proxy(update_readout)
     _keep.append(tick)

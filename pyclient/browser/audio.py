@@ -18,8 +18,8 @@ from typing import Any
 
 from ..errors import UsageError
 from ..events import AudioChunk
-from ..playback import positions_at_cut
-from .jsutil import import_module, js_object
+from ..playback import PlaybackPosition, positions_at_cut
+from .jsutil import bytes_to_js, import_module, js_object
 
 DEFAULT_RING_CAPACITY = 1 << 16  # samples (2.7 s at 24 kHz, 128 KiB)
 DEFAULT_PREBUFFER_MS = 100.0
@@ -111,12 +111,15 @@ class AudioSink:
         if self.error is not None:
             self.samples_discarded += chunk.samples
             return
+        pcm = chunk.pcm
+        if isinstance(pcm, (bytes, bytearray, memoryview)):
+            pcm = bytes_to_js(pcm)  # decoded from base64 JSON: one copy into JS, never per sample
         player, total, off = self.player, chunk.samples, 0
         if chunk.item_id != self.current_item:
             self.current_item = chunk.item_id
             self._item_starts.append((chunk.item_id, int(player.writeIndex())))
         while off < total and not player.closed:
-            off += player.write(chunk.pcm, off)
+            off += player.write(pcm, off)
             if off < total:
                 t0 = time.monotonic()
                 await player.waitForSpace(total - off)
@@ -155,8 +158,8 @@ class AudioSink:
         target = item_id if item_id is not None else self.current_item
         return target is not None and target in self.interrupted_items
 
-    async def finish_interrupt(self, pending: Any) -> list[dict[str, Any]]:
-        """Wait for the worklet to apply the cut; one playback report per item it cut."""
+    async def finish_interrupt(self, pending: Any) -> list[PlaybackPosition]:
+        """Wait for the worklet to apply the cut; one playback position per item it cut."""
         if pending is None:
             return []
         promise, starts, reason = pending
@@ -176,7 +179,7 @@ class AudioSink:
                 "tail_frames": cut["tail_frames"],
             }
         )
-        return reports
+        return positions
 
     def _continue_checksum(self, live: int, live_samples: int) -> int:
         """The checksum over everything played, across players (see ring-layout.js)."""

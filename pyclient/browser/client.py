@@ -1,13 +1,16 @@
-"""``Client``: one connection, its demux pipeline, its sinks and its stats.
+"""``Client``: the browser shell around one connection: transport, pipeline, sinks, stats.
 
-Pipeline (both transports)::
+The rules of the wire live in the sans-I/O core: ``pyclient.connection.Connection`` (state,
+credit, readiness, the verdict on how it ended) around a codec from ``pyclient.protocols``
+(pyclient.v1, OpenAI Realtime, Gemini Live). This module only pumps messages and events::
 
     transport.readable ──pipeTo──▶ demux TransformStream (transform = Python)
+                                        │ connection.receive(message) → typed events
                                         │ awaits the target channel's sink, one at a time
                                         ├─ audio   → AudioSink  → AudioWorklet ring
                                         ├─ text    → TokenRenderer → #transcript
-                                        ├─ tools   → ToolExecutor → tool result ─▶ transport.send
-                                        └─ control → client state (hello, end of turn, errors…)
+                                        ├─ tools   → ToolExecutor → codec.tool_result ─▶ send
+                                        └─ control → client state (hello, turns, errors…)
 
 Because the transform only resolves once every event of a message has been accepted by its
 sink, a full sink stops the pipe from reading: on WebSocketStream that reaches TCP; on the
@@ -18,40 +21,44 @@ server's credit).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import js
 from pyodide.ffi import JsException
 
-from ..demux import Demux
-from ..errors import PyclientError, UsageError
+from ..connection import Connection, State
+from ..errors import PyclientError, TransportError, UsageError
 from ..events import (
     AudioChunk,
     Channel,
     Event,
+    GoAway,
     Interrupted,
     ProtocolErrorEvent,
+    ResponseDone,
+    ResumptionUpdate,
     ServerError,
     ServerHello,
+    SessionReady,
     StreamDone,
     TextDelta,
     ToolCallArgumentsDelta,
+    ToolCallCancelled,
     ToolCallInvalid,
     ToolCallReady,
     ToolCallStarted,
     TurnEnded,
+    UsageReport,
+    UserTranscript,
 )
-from ..flow import (
-    DEFAULT_CREDIT_WINDOW,
-    DEFAULT_RECEIVE_QUEUE_BYTES,
-    DEFAULT_SEND_HIGH,
-    DEFAULT_SEND_LOW,
-    CreditWindow,
-)
-from ..frames import DEFAULT_MAX_PAYLOAD, Sequencer
-from ..protocols.pyclient import PyclientCodec
+from ..flow import DEFAULT_CREDIT_WINDOW, DEFAULT_RECEIVE_QUEUE_BYTES, DEFAULT_SEND_HIGH, DEFAULT_SEND_LOW
+from ..frames import DEFAULT_MAX_PAYLOAD
+from ..protocols import PROTOCOLS, Message, SessionConfig, get_codec
+from ..schema import spec_for
 from ..tools import DEFAULT_OPEN_CALL_TIMEOUT, ToolExecutor, ToolOutcome, ToolRegistry
 from .audio import DEFAULT_PREBUFFER_MS, DEFAULT_RING_CAPACITY, AudioSink
 from .jsutil import ArrayBufferSource, ProxyOwner, js_object, to_js_plain
@@ -59,20 +66,19 @@ from .mic import MicUplink
 from .render import TokenRenderer, ToolCards, resolve_element
 from .transport import WEBSOCKET, choose_transport, make_transport
 
-SUBPROTOCOL = "pyclient.v1"
-SUBPROTOCOL_CREDIT = "pyclient.v1.credit"
 DEFAULT_ASSETS_URL = "/pyclient/browser/js/"
 MAX_REMEMBERED_ERRORS = 20
+MAX_REMEMBERED_USER_TEXT = 50
 MAX_SERVER_FIELDS = 32  # hello fields kept
 MAX_SERVER_FIELD_BYTES = 4096  # a hello field whose JSON is larger is ignored (counted)
 MAX_PENDING_CUTS = 4  # barge-in reports in flight; more interruptions wait (stall the stream)
 DEFAULT_DRAIN_TIMEOUT_S = 30.0  # after 'done': time to send what we still owe before closing
+DEFAULT_SETUP_TIMEOUT_S = 30.0  # Gemini: time for the server to accept the set-up
 TOOL_EXPIRY_CHECK_S = 1.0
-MIN_PEER_PAYLOAD = 1024  # a peer's announced max_payload below this is ignored as nonsense
 
 STATES = ("idle", "connecting", "open", "closing", "closed", "error")
-CLEAN_CLOSE_CODES = (1000, 1005)  # normal closure; no status code given
 
+TokenProvider = Callable[[], "str | dict[str, str] | Awaitable[str | dict[str, str]]"]
 
 _stats_owner = ProxyOwner()  # window.pyclientStats: one per page, replaced by each new client
 
@@ -107,8 +113,21 @@ def memory_stats() -> dict[str, int | None]:
     return {"wasm_bytes": wasm, "js_heap_used": heap}
 
 
+def _codec_options(protocol: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The codec's own constructor options among the Client's."""
+    if protocol == "pyclient":
+        return {"max_payload": options["max_payload"], "open_call_timeout": options["tool_call_timeout"]}
+    out: dict[str, Any] = {"model": options["model"]}
+    if protocol == "openai-realtime":
+        out["allow_long_lived_key"] = options["allow_long_lived_key"]
+    else:
+        out["api_key"] = options["api_key"]
+    return out
+
+
 class Client:
-    """A streaming connection to an AI server speaking docs/PROTOCOL.md.
+    """A streaming connection to an AI server: pyclient.v1 (docs/PROTOCOL.md), OpenAI
+    Realtime or Gemini Live (``protocol=``).
 
     >>> client = Client(transcript="transcript", tool_cards="tools")
     >>> @client.tool
@@ -119,6 +138,7 @@ class Client:
     def __init__(
         self,
         *,
+        protocol: str = "pyclient",
         transport: str = "auto",
         transcript: Any = None,
         tool_cards: Any = None,
@@ -138,31 +158,49 @@ class Client:
         max_pending_tools: int = 16,
         max_tool_cards: int = 100,
         drain_timeout: float = DEFAULT_DRAIN_TIMEOUT_S,
+        setup_timeout: float = DEFAULT_SETUP_TIMEOUT_S,
+        token: str | TokenProvider | None = None,
+        model: str | None = None,
+        instructions: str | None = None,
+        voice: str | None = None,
+        allow_long_lived_key: bool = False,
+        api_key: bool = False,
         assets_url: str = DEFAULT_ASSETS_URL,
         expose_stats: str | None = "pyclientStats",
         tools: ToolRegistry | None = None,
     ) -> None:
+        if protocol not in PROTOCOLS:
+            raise UsageError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
         if credit == "auto":  # the former default: credit is now offered on every transport
             credit = True
         if credit not in (True, False):
             raise UsageError(f"credit must be True or False, got {credit!r}")
         if drain_timeout <= 0:
             raise UsageError(f"drain_timeout must be positive, got {drain_timeout}")
+        self.protocol = protocol
         self.transport_preference = transport
         self.tools = tools if tools is not None else ToolRegistry()
         self.state = "idle"
         self.error: str | None = None
         self.url: str | None = None
+        self._token = token
         self._options = {
-            "credit": credit,
             "credit_window": credit_window,
             "receive_queue_bytes": receive_queue_bytes,
             "send_high": send_high,
             "send_low": send_low,
             "max_pending_tools": max_pending_tools,
             "drain_timeout": drain_timeout,
+            "setup_timeout": setup_timeout,
+            "max_payload": max_payload,
+            "tool_call_timeout": tool_call_timeout,
+            "model": model,
+            "allow_long_lived_key": allow_long_lived_key,
+            "api_key": api_key,
         }
-        self.demux = Demux(max_payload=max_payload, open_call_timeout=tool_call_timeout)
+        self.session_config = {"model": model, "instructions": instructions, "voice": voice}
+        self.codec = get_codec(protocol, **_codec_options(protocol, self._options))
+        self.conn = Connection(self.codec, credit=bool(credit), credit_window=credit_window)
         self.renderer = TokenRenderer(resolve_element(transcript))
         self.cards = ToolCards(resolve_element(tool_cards), max_tool_cards)
         self.audio = (
@@ -171,47 +209,56 @@ class Client:
         if self.audio is not None and playback_speed != 1.0:
             self.audio.set_speed(playback_speed)
         self.executor = ToolExecutor(self.tools)
-        self.mic = MicUplink(self._send, assets_url)
+        self.mic = MicUplink(self._send, assets_url, self.codec)
         self.transport: Any = None
         self.transport_name: str | None = None
-        self._seq = Sequencer()
         self._send_lock = asyncio.Lock()
+        self._ready = asyncio.Event()
         self._pipe_owner = ProxyOwner()  # the demux transform: destroyed when the pipe ends
         self._listeners: list[Callable[[Event], Any]] = []
-        self._credit: CreditWindow | None = None
-        self._tool_tasks: set[asyncio.Task] = set()
+        self._tool_tasks: dict[str, asyncio.Task] = {}
         self._background: set[asyncio.Task] = set()
         self._cuts: set[asyncio.Task] = set()
         self._tool_slot = asyncio.Event()
         self._closed = asyncio.get_event_loop().create_future()
         self._inflight = 0
         self._buffered_max = 0
-        self.bytes_in = 0
-        self.messages_in = 0
-        self.text_messages_in = 0
+        self.text_deltas = 0
         self.tool_calls = 0
         self.tool_results_sent = 0
         self.tool_errors = 0
         self.tool_results_unsendable = 0
+        self.tool_cancelled = 0
         self.tool_blocking_ms = 0.0  # main-thread time inside synchronous tools
         self.tool_blocking_ms_max = 0.0
         self.tool_over_timeout = 0  # sync tools that ran past their timeout (cannot be stopped)
         self.duplicate_interrupts = 0
+        self.interruptions = 0
         self.turns = 0
+        self.responses = 0
         self.server: dict[str, Any] = {}
         self.server_fields_ignored = 0
-        self.peer_max_payload = DEFAULT_MAX_PAYLOAD  # the protocol's default until the hello says
-        self._closing_by_us = False
+        self.session: dict[str, Any] = {}  # what the server said about the session (bounded)
+        self.usage: dict[str, Any] = {}
+        self.user_text: deque[str] = deque(maxlen=MAX_REMEMBERED_USER_TEXT)
         self._unsent: str | None = None
         self.server_errors: list[dict[str, str]] = []
         self.protocol_errors: list[str] = []
         self.internal_errors: list[str] = []
-        self.done = False
         self.close_info: dict[str, Any] | None = None
         if expose_stats:
             self.expose_stats(expose_stats)
 
     # ------------------------------------------------------------------ public API
+
+    @property
+    def done(self) -> bool:
+        """The server said it has nothing more to send (pyclient.v1's ``done``)."""
+        return self.conn.done
+
+    @property
+    def peer_max_payload(self) -> int | None:
+        return self.conn.peer_max_payload
 
     def tool(self, fn: Callable[..., Any] | None = None, **options: Any) -> Any:
         """Register a tool: ``@client.tool`` or ``@client.tool(name=..., timeout=...)``."""
@@ -227,21 +274,32 @@ class Client:
         _stats_owner.close()
         setattr(js.window, name, _stats_owner.proxy(lambda *_: to_js_plain(self.stats())))
 
-    async def connect(self, url: str, protocols: list[str] | None = None) -> Client:
-        """Open the connection and start streaming; returns once the socket is open."""
+    async def connect(
+        self, url: str | None = None, protocols: list[str] | None = None, *, token: str | TokenProvider | None = None
+    ) -> Client:
+        """Open the connection and start streaming; returns once the socket is open.
+
+        ``url``: ``/ws?...`` (relative to the page) or ``ws(s)://...``; for OpenAI and Gemini
+        it may be omitted (the provider's endpoint). ``token``: an ephemeral credential or a
+        callable (sync or async) returning one, or a dict ``{"token", "url"}`` (a page's own
+        token endpoint answers that way); it is asked again for every new connection.
+        """
         if self.state != "idle":
             raise UsageError(f"connect() on a client in state {self.state!r}; make a new Client")
         self.state = "connecting"
-        self.url = absolute_ws_url(url)
         try:
+            token, url = await self._resolve_token(token if token is not None else self._token, url)
+            base = absolute_ws_url(url) if url else ""
+            self.url = self.codec.url(base, token=token, model=self.session_config["model"])
             self.transport_name = choose_transport(self.transport_preference)
             if protocols is None:
-                # Credit is offered on every transport and the server picks: on WebSocketStream
-                # TCP bounds what the page holds, credit also bounds how far the server runs
-                # ahead (kernel buffers), which a barge-in would otherwise have to read and drop.
-                protocols = [SUBPROTOCOL_CREDIT, SUBPROTOCOL] if self._options["credit"] else [SUBPROTOCOL]
+                # Credit is offered on every transport where the protocol has it, and the
+                # server picks: on WebSocketStream TCP bounds what the page holds, credit also
+                # bounds how far the server runs ahead (kernel buffers), which a barge-in would
+                # otherwise have to read and drop.
+                protocols = self.conn.subprotocols(token)
             opts = {k: self._options[k] for k in ("receive_queue_bytes", "send_high", "send_low")}
-            self.transport = make_transport(self.transport_name, classify=PyclientCodec().classify, **opts)
+            self.transport = make_transport(self.transport_name, classify=self.codec.classify, **opts)
             await self.transport.open(self.url, protocols)
         except Exception as exc:
             if self.transport is not None:
@@ -257,19 +315,42 @@ class Client:
         self._pipe = self.transport.readable.pipeTo(demux_stream.writable)
         self._runner = asyncio.ensure_future(self._run())
         self._expiry = asyncio.ensure_future(self._expire_tool_calls())
-        if self.transport.protocol == SUBPROTOCOL_CREDIT:
-            self._credit = CreditWindow(self._options["credit_window"])
-            await self._send(lambda seq: seq.credit(self._credit.initial()))
-        await self._send(
-            lambda seq: seq.control(
-                "hello",
-                client="pyclient",
-                transport=self.transport_name,
-                tools=self.tools.describe(),
-                audio={"mode": self.audio.mode if self.audio else None},
-            )
+        config = SessionConfig(
+            tools=tuple(spec_for(t) for t in self.tools),
+            model=self.session_config["model"],
+            instructions=self.session_config["instructions"],
+            voice=self.session_config["voice"],
+            client={"transport": self.transport_name, "audio": {"mode": self.audio.mode if self.audio else None}},
         )
+        opening = self.conn.opened(self.transport.protocol, config)
+        if self.conn.ready:
+            self._ready.set()
+        else:
+            self._spawn(self._watch_setup())
+        await self._send(lambda: opening, opening=True)
         return self
+
+    async def _resolve_token(self, token: Any, url: str | None) -> tuple[str | None, str | None]:
+        if callable(token):
+            token = token()
+            if inspect.isawaitable(token):
+                token = await token
+        if isinstance(token, dict):
+            url = url or token.get("url")
+            token = token.get("token")
+        if token is not None and not isinstance(token, str):
+            raise UsageError(f"a token must be a string, got {type(token).__name__}")
+        return token, url
+
+    async def _watch_setup(self) -> None:
+        """Protocols with a set-up step (Gemini): fail clearly if the server never accepts it."""
+        try:
+            await asyncio.wait_for(self._ready.wait(), self._options["setup_timeout"])
+        except TimeoutError:
+            self._remember(self.internal_errors, "the server did not accept the session set-up")
+            self._setup_failed = True
+            if self.transport is not None:
+                self.transport.close(1000, "setup timed out")
 
     async def wait_closed(self) -> dict[str, Any]:
         """Wait until the connection has closed; returns ``{"code", "reason"}``."""
@@ -282,7 +363,7 @@ class Client:
         if self.state in ("idle", "closed", "error"):
             return
         self.state = "closing"
-        self._closing_by_us = True
+        self.conn.close_requested(by_page=True)
         await self.mic.abort()
         if self.transport is not None:
             self.transport.close(code, reason)
@@ -298,28 +379,35 @@ class Client:
         item, the exact playback position at the cut. Returns those reports."""
         return await self._cut(None, "client")
 
+    async def send_text(self, text: str) -> None:
+        """Typed user text (OpenAI: a user message and a response; Gemini: clientContent)."""
+        if self.state != "open":
+            raise UsageError(f"send_text() needs an open connection, not {self.state!r}")
+        await self._send(lambda: self.codec.text(text))
+
     async def start_microphone(self) -> None:
-        """Capture the microphone and stream it to the server as 20 ms PCM16 frames."""
+        """Capture the microphone and stream it to the server in 20 ms frames, at the rate the
+        protocol needs (OpenAI 24 kHz, Gemini 16 kHz; pyclient.v1: the device's)."""
         if self.state != "open":
             raise UsageError(f"start_microphone() needs an open connection, not {self.state!r}")
-        await self.mic.start()
+        await self.mic.start(self.codec.input_audio_rate)
 
     async def stop_microphone(self) -> dict[str, Any]:
-        """Stop capturing; everything captured is sent, then ``input_audio_end``."""
+        """Stop capturing; everything captured is sent, then the protocol's end of input."""
         return await self.mic.stop()
 
-    async def _cut(self, item_id: int | None, reason: str, pending: Any = None) -> list[dict[str, Any]]:
+    async def _cut(self, item_id: Any, reason: str, pending: Any = None) -> list[dict[str, Any]]:
         if self.audio is None:
             return []
         if pending is None:
             pending = self.audio.request_interrupt(item_id, reason)
-        reports = await self.audio.finish_interrupt(pending)
-        for report in reports:
+        positions = await self.audio.finish_interrupt(pending)
+        if positions:
             try:
-                await self._send(lambda seq, r=report: seq.control("playback_position", **r))
+                await self._send(lambda: self.codec.cut(positions))
             except PyclientError as exc:
                 self._remember(self.internal_errors, f"playback position not sent: {exc}")
-        return reports
+        return [p.as_dict() for p in positions]
 
     def throttle_playback(self, factor: float) -> None:
         """Play audio at ``factor`` x real time (0 < factor <= 1) to simulate a slow device."""
@@ -327,35 +415,39 @@ class Client:
             self.audio.set_speed(factor)
 
     def stats(self) -> dict[str, Any]:
-        d = self.demux.stats
+        wire = self.conn.stats()
         buffered = self.buffered_bytes()
         self._buffered_max = max(self._buffered_max, buffered)
         t = self.transport
         receive = t.receive_stats() if t is not None else {}
         audio = self.audio.stats() if self.audio is not None else {"mode": None}
+        by_kind = wire.get("frames_by_kind", {})
         return {
             "transport": self.transport_name,
             "state": self.state,
-            "url": self.url,
+            "url": _redact(self.url),
             "protocol": t.protocol if t is not None else None,
+            "wire": wire,
             "cross_origin_isolated": bool(getattr(js, "crossOriginIsolated", False)),
-            "frames_in": d.frames,
-            "bytes_in": self.bytes_in,
-            "messages_in": self.messages_in,
-            "frames_by_kind": dict(d.frames_by_kind),
+            "frames_in": wire.get("frames", self.conn.messages_in),
+            "bytes_in": self.conn.bytes_in,
+            "messages_in": self.conn.messages_in,
+            "frames_by_kind": dict(by_kind),
             "text": {
-                "frames": d.frames_by_kind.get("text", 0),
+                "frames": by_kind.get("text", self.text_deltas) if self.protocol == "pyclient" else self.text_deltas,
                 "chars_rendered": self.renderer.chars_rendered,
                 "pending_chars": self.renderer.pending_chars,
                 "dom_appends": self.renderer.flushes,
             },
+            "user_text": list(self.user_text),
             "tools": {
                 "calls": self.tool_calls,
                 "results_sent": self.tool_results_sent,
                 "errors": self.tool_errors,
                 "unsendable": self.tool_results_unsendable,
+                "cancelled": self.tool_cancelled,
                 "running": len(self._tool_tasks),
-                "open_calls": self.demux.tools.open_calls,
+                "open_calls": self._open_tool_calls(),
                 "blocking_ms": round(self.tool_blocking_ms, 3),
                 "blocking_ms_max": round(self.tool_blocking_ms_max, 3),
                 "over_timeout": self.tool_over_timeout,
@@ -366,23 +458,31 @@ class Client:
             "mic": self.mic.stats(),
             "buffered_bytes": buffered,
             "buffered_bytes_max": max(self._buffered_max, receive.get("queued_bytes_max", 0)),
-            "malformed": d.malformed,
-            "seq_gaps": d.seq_gaps,
+            "malformed": self.conn.malformed_count,
+            "seq_gaps": wire.get("seq_gaps", 0),
+            "interruptions": self.interruptions,
             "protocol_errors": list(self.protocol_errors),
             "send": t.send_stats.as_dict() if t is not None else {},
             "receive": receive,
             "credit": None
-            if self._credit is None
-            else {"window": self._credit.window, "granted": self._credit.granted, "in_flight": self._credit.in_flight},
+            if self.conn.credit is None
+            else {
+                "window": self.conn.credit.window,
+                "granted": self.conn.credit.granted,
+                "in_flight": self.conn.credit.in_flight,
+            },
             "server": {
                 **self.server,
                 "turns": self.turns,
+                "responses": self.responses,
                 "done": self.done,
                 "errors": list(self.server_errors),
                 "fields_ignored": self.server_fields_ignored,
                 "max_payload": self.peer_max_payload,
                 "duplicate_interrupts": self.duplicate_interrupts,
             },
+            "session": dict(self.session),
+            "usage": dict(self.usage),
             "close": self.close_info,
             "error": self.error,
             "internal_errors": list(self.internal_errors),
@@ -390,6 +490,10 @@ class Client:
             "proxies": ProxyOwner.live,
             "background_tasks": len(self._background),
         }
+
+    def _open_tool_calls(self) -> int:
+        demux = getattr(self.codec, "demux", None)
+        return demux.tools.open_calls if demux is not None else 0
 
     def buffered_bytes(self) -> int:
         """Bytes held between the socket and the sinks right now."""
@@ -402,26 +506,27 @@ class Client:
         # Never let an exception reject this promise: that would error the whole pipe.
         try:
             if isinstance(chunk, str):
-                self.text_messages_in += 1
-                self._remember(self.protocol_errors, "text WebSocket message ignored: the protocol is binary")
-                return
-            src = ArrayBufferSource(chunk)
-            n = len(src)
-            self.messages_in += 1
-            self.bytes_in += n
-            if self._credit is not None:
-                self._credit.on_received(n)
+                message: Any = chunk  # a text message (JSON protocols)
+                n = len(chunk)
+            else:
+                message = ArrayBufferSource(chunk)
+                n = len(message)
             self._inflight = n
             self._buffered_max = max(self._buffered_max, self.buffered_bytes())
-            if self.transport_name == WEBSOCKET:
-                self.demux.forgive(self.transport.queue.take_dropped_seqs())
-            for event in self.demux.feed_message(src):
+            if self.transport_name == WEBSOCKET and hasattr(self.codec, "forgive"):
+                self.codec.forgive(self.transport.queue.take_dropped_seqs())
+            events = self.conn.receive(message, n)
+            if self.conn.ready and not self._ready.is_set():
+                self._ready.set()
+            for event in events:
                 await self._dispatch(event)
             self._inflight = 0
-            if self._credit is not None:
-                grant = self._credit.on_consumed(n)
-                if grant and self.state == "open":
-                    await self._send(lambda seq: seq.credit(grant))
+            outgoing = self.conn.take_outgoing()
+            if outgoing:
+                await self._send(lambda: outgoing)
+            grants = self.conn.consumed(n)
+            if grants and self.state == "open":
+                await self._send(lambda: grants, opening=True)
         except Exception as exc:
             self._remember(self.internal_errors, f"{type(exc).__name__}: {exc}")
         finally:
@@ -435,6 +540,7 @@ class Client:
                 await self.audio.write(event)
         elif channel is Channel.TEXT:
             assert isinstance(event, TextDelta)
+            self.text_deltas += 1
             await self.renderer.write(event.text)
         elif channel is Channel.TOOLS:
             await self._on_tool_event(event)
@@ -451,6 +557,13 @@ class Client:
             self.cards.started(event.call_id, event.name)
         elif isinstance(event, ToolCallArgumentsDelta):
             self.cards.arguments(event.call_id, event.delta)
+        elif isinstance(event, ToolCallCancelled):
+            for call_id in event.call_ids:
+                task = self._tool_tasks.get(call_id)
+                if task is not None:
+                    task.cancel()
+                else:
+                    self.cards.cancelled(call_id)
         elif isinstance(event, (ToolCallReady, ToolCallInvalid)):
             self.tool_calls += 1
             # Bounded: at most max_pending_tools calls run at once; the stream waits for a slot.
@@ -458,18 +571,23 @@ class Client:
                 self._tool_slot.clear()
                 await self._tool_slot.wait()
             task = asyncio.ensure_future(self._run_tool(event))
-            self._tool_tasks.add(task)
-            task.add_done_callback(self._tool_done)
+            self._tool_tasks[event.call_id] = task
+            task.add_done_callback(lambda _t, call_id=event.call_id: self._tool_done(call_id))
 
-    def _tool_done(self, task: asyncio.Task) -> None:
-        self._tool_tasks.discard(task)
+    def _tool_done(self, call_id: str) -> None:
+        self._tool_tasks.pop(call_id, None)
         self._tool_slot.set()
 
     async def _run_tool(self, call: ToolCallReady | ToolCallInvalid) -> None:
         # The executor checks that the result encodes, and fits what the server accepts;
         # otherwise the server gets a structured error result instead (never nothing).
-        limit = self.peer_max_payload
-        outcome: ToolOutcome = await self.executor.execute(call, max_payload=limit)
+        try:
+            outcome: ToolOutcome = await self.executor.execute(call, max_payload=self.peer_max_payload)
+        except asyncio.CancelledError:
+            # The server withdrew the call (Gemini toolCallCancellation): no result is sent.
+            self.tool_cancelled += 1
+            self.cards.cancelled(call.call_id)
+            return
         if not outcome.ok:
             self.tool_errors += 1
         if outcome.blocking_ms:
@@ -480,10 +598,10 @@ class Client:
         payload = outcome.result if outcome.ok else outcome.error
         self.cards.finished(outcome, payload)
         try:
-            await self._send(
-                lambda seq: seq.tool_result(outcome.call_id, ok=outcome.ok, result=outcome.result, error=outcome.error)
-            )
-            self.tool_results_sent += 1
+            if await self._send(lambda: self.codec.tool_result(outcome)):
+                self.tool_results_sent += 1
+            else:
+                self.tool_cancelled += 1  # the protocol sends nothing for it (cancelled meanwhile)
         except PyclientError as exc:
             self.tool_results_unsendable += 1
             self._remember(self.internal_errors, f"tool result for {outcome.call_id!r} not sent: {exc}")
@@ -491,18 +609,16 @@ class Client:
     async def _on_control(self, event: Event) -> None:
         if isinstance(event, ServerHello):
             # Bounded: at most MAX_SERVER_FIELDS keys of at most MAX_SERVER_FIELD_BYTES each.
-            fields = event.fields
-            for key, value in fields.items():
+            for key, value in event.fields.items():
                 known = key in self.server
                 if (known or len(self.server) < MAX_SERVER_FIELDS) and _small_json(value):
                     self.server[key] = value
                 else:
                     self.server_fields_ignored += 1
-            limit = fields.get("max_payload")
-            if isinstance(limit, int) and not isinstance(limit, bool) and limit >= MIN_PEER_PAYLOAD:
-                self.peer_max_payload = limit
         elif isinstance(event, TurnEnded):
             self.turns += 1
+        elif isinstance(event, ResponseDone):
+            self.responses += 1
         elif isinstance(event, Interrupted):
             await self._on_interrupted(event)
         elif isinstance(event, ServerError):
@@ -510,14 +626,28 @@ class Client:
         elif isinstance(event, StreamDone):
             # The client closes, not the server (docs/PROTOCOL.md, "Ending a session"):
             # Chromium's WebSocketStream drops unread messages when the server closes first.
-            # Audio already queued keeps playing.
-            if not self.done:  # a second 'done' changes nothing
-                self.done = True
+            # Audio already queued keeps playing. A second 'done' changes nothing.
+            if not getattr(self, "_draining", False):
+                self._draining = True
                 self._spawn(self._close_after_done())
+        elif isinstance(event, UserTranscript):
+            self.user_text.append(event.text[:MAX_SERVER_FIELD_BYTES])
+        elif isinstance(event, UsageReport):
+            if _small_json(event.fields):
+                self.usage[event.kind] = event.fields
+        elif isinstance(event, SessionReady):
+            self.session["ready"] = True
+        elif isinstance(event, GoAway):
+            self.session["goaway_time_left_ms"] = event.time_left_ms
+        elif isinstance(event, ResumptionUpdate):
+            self.session["resumable"] = event.resumable
+            if event.resumable and event.handle is not None and len(event.handle) <= MAX_SERVER_FIELD_BYTES:
+                self.session["resumption_handle"] = event.handle
         elif isinstance(event, ProtocolErrorEvent):
             self._remember(self.protocol_errors, event.reason)
 
     async def _on_interrupted(self, event: Interrupted) -> None:
+        self.interruptions += 1
         if self.audio is None:
             return
         if self.audio.is_interrupted(event.item_id):
@@ -536,9 +666,12 @@ class Client:
     async def _expire_tool_calls(self) -> None:
         """Fail streamed tool calls left unfinished past ``tool_call_timeout`` even while no
         message arrives (each message also checks): the server gets a failed result."""
+        expire = getattr(self.codec, "expire", None)
+        if expire is None:
+            return
         while True:
             await asyncio.sleep(TOOL_EXPIRY_CHECK_S)
-            for event in self.demux.expire():
+            for event in expire():
                 await self._dispatch(event)
 
     def _spawn(self, coro: Any) -> asyncio.Task:
@@ -550,12 +683,13 @@ class Client:
 
     async def _close_after_done(self) -> None:
         """After 'done': send everything still owed (tool results, playback reports, the
-        microphone's tail and ``input_audio_end``), wait for the socket to take it, then close.
+        microphone's tail and its end of input), wait for the socket to take it, then close.
         Bounded by ``drain_timeout``; past it, close anyway and say what was not sent."""
         try:
             await asyncio.wait_for(self._send_owed(), self._options["drain_timeout"])
         except TimeoutError:
             self._unsent = self._owed_summary()
+        self.conn.close_requested(by_page=False)
         if self.transport is not None:
             self.transport.close(1000, "done")
 
@@ -566,7 +700,7 @@ class Client:
             except PyclientError as exc:
                 self._remember(self.internal_errors, f"microphone end not sent: {exc}")
         me = asyncio.current_task()
-        while pending := [t for t in (*self._tool_tasks, *self._background) if t is not me]:
+        while pending := [t for t in (*self._tool_tasks.values(), *self._background) if t is not me]:
             await asyncio.wait(pending)
         await self.transport.drain()
 
@@ -588,10 +722,20 @@ class Client:
         what = ", ".join(parts) or "data still in flight"
         return f"closed {self._options['drain_timeout']:g} s after 'done' with {what} not sent"
 
-    async def _send(self, build: Callable[[Sequencer], bytes]) -> None:
-        # One sender at a time, so sequence numbers go out in order.
+    async def _send(self, build: Callable[[], list[Message]], *, opening: bool = False) -> int:
+        """Send the messages ``build()`` makes; returns how many. One sender at a time, and
+        ``build`` runs inside the lock, so numbered frames go out in the order they were
+        numbered. Until the server accepted the session set-up (Gemini), only the opening
+        messages go; other sends wait for it."""
+        if not opening and not self._ready.is_set():
+            await self._ready.wait()
         async with self._send_lock:
-            await self.transport.send(build(self._seq))
+            messages = build()
+            if messages and self.transport is None:
+                raise TransportError("cannot send: not connected")
+            for message in messages:
+                await self.transport.send(message)
+            return len(messages)
 
     async def _run(self) -> None:
         error = None
@@ -602,34 +746,23 @@ class Client:
         self._pipe_owner.close()  # the pipe will not call the transform again
         self._expiry.cancel()
         await self.mic.abort()  # whatever ended the stream, the device is released now
-        for event in self.demux.flush_text():
-            await self.renderer.write(event.text)
+        for event in self.conn.finish():
+            if isinstance(event, TextDelta):
+                await self.renderer.write(event.text)
         self.renderer.flush_now()
         code, reason = await self.transport.closed
         if self._tool_tasks:
-            await asyncio.wait(list(self._tool_tasks), timeout=5)
+            await asyncio.wait(list(self._tool_tasks.values()), timeout=5)
+        if getattr(self, "_setup_failed", False) and error is None:
+            error = f"the server did not accept the session set-up within {self._options['setup_timeout']:g} s"
         self._finish({"code": code, "reason": reason}, error=error)
 
     def _finish(self, info: dict[str, Any], error: str | None = None) -> None:
-        """End the session: ``closed`` after a clean end, else ``error`` with one message
-        that gives the socket's verdict first, whichever path saw the failure.
-
-        A clean end (docs/PROTOCOL.md, "Ending a session") is a close with 1000/1005 after the
-        server said ``done`` and everything owed was sent, or a close the page asked for."""
+        """End the session with the connection core's verdict (``closed`` or ``error``)."""
         if self._closed.done():
             return
         self.close_info = info
-        code, reason = info["code"], info["reason"]
-        said = f"code {code}{': ' + reason if reason else ''}"
-        verdict = None
-        if code not in CLEAN_CLOSE_CODES:
-            verdict = f"connection closed abnormally ({said})"
-        elif not self.done and not self._closing_by_us:
-            verdict = f"connection closed before the server said 'done' ({said})"
-        elif self._unsent is not None:
-            verdict = self._unsent
-        if verdict is not None:
-            error = verdict if error is None or (reason and reason in error) else f"{verdict}; {error}"
+        error = self.conn.verdict(info["code"], info["reason"], error=error, unsent=self._unsent)
         if error is None:
             self.state = "closed"
         else:
@@ -643,6 +776,8 @@ class Client:
     def _fail(self, message: str) -> None:
         self.state = "error"
         self.error = message
+        if self.conn.state is not State.ERROR:
+            self.conn.state = State.ERROR
         self.close_info = self.close_info or {"code": None, "reason": message}
         if not self._closed.done():
             self._closed.set_result(self.close_info)
@@ -651,3 +786,15 @@ class Client:
     def _remember(bucket: list[Any], item: Any) -> None:
         bucket.append(item)
         del bucket[:-MAX_REMEMBERED_ERRORS]
+
+
+def _redact(url: str | None) -> str | None:
+    """A URL for stats and logs: credentials in the query string are not shown."""
+    if not url or "?" not in url:
+        return url
+    base, _, query = url.partition("?")
+    parts = []
+    for part in query.split("&"):
+        key = part.split("=", 1)[0]
+        parts.append(f"{key}=…" if key in ("key", "access_token", "token") else part)
+    return base + "?" + "&".join(parts)

@@ -1,4 +1,4 @@
-"""Microphone uplink: capture worklet -> PCM16 20 ms frames -> AUDIO frames to the server.
+"""Microphone uplink: capture worklet -> PCM16 20 ms frames at the server's rate -> the protocol's audio messages.
 
 Frames wait in a bounded queue (``max_queued_frames``, default 1 s of audio) for the sender,
 whose sends wait on the transport (WebSocketStream writer readiness / ``bufferedAmount``
@@ -20,13 +20,13 @@ from typing import Any
 import js
 
 from ..errors import PyclientError, UsageError
-from ..frames import Sequencer
+from ..protocols.base import Codec, Message
 from .jsutil import ProxyOwner, import_module
 
 DEFAULT_FRAME_MS = 20
 DEFAULT_MAX_QUEUED_FRAMES = 50
 
-Send = Callable[[Callable[[Sequencer], bytes]], Awaitable[None]]
+Send = Callable[[Callable[[], list[Message]]], Awaitable[int]]
 
 
 class MicUplink:
@@ -34,10 +34,12 @@ class MicUplink:
         self,
         send: Send,
         assets_url: str,
+        codec: Codec,
         frame_ms: int = DEFAULT_FRAME_MS,
         max_queued_frames: int = DEFAULT_MAX_QUEUED_FRAMES,
     ) -> None:
         self._send = send
+        self._codec = codec
         self.assets_url = assets_url
         self.frame_ms = frame_ms
         self.max_queued_frames = max_queued_frames
@@ -98,9 +100,7 @@ class MicUplink:
             pcm = self._queue.popleft()
             try:
                 await self._send(
-                    lambda seq, pcm=pcm, rate=self.sample_rate, item=self.item_id: seq.audio(
-                        pcm, sample_rate=rate, item_id=item
-                    )
+                    lambda pcm=pcm, rate=self.sample_rate, item=self.item_id: self._codec.audio(pcm, rate, item)
                 )
             except PyclientError as exc:  # the socket went away: the client aborts the mic
                 self.error = f"microphone audio not sent: {exc}"
@@ -122,7 +122,7 @@ class MicUplink:
         if self._sender is not None:
             await self._sender
         end = {"item_id": self.item_id, "samples": self.sent_samples, "sample_rate": self.sample_rate}
-        await self._send(lambda seq: seq.control("input_audio_end", **end))
+        await self._send(lambda: self._codec.audio_end(self.item_id, self.sent_samples, self.sample_rate))
         return end
 
     async def abort(self) -> None:
