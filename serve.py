@@ -2,8 +2,16 @@
 """Serve the pyclient demo and simulate a bursty AI server.
 
     python serve.py [--host 127.0.0.1] [--port 8000] [--allow-origin URL ...] [--connect-src URL ...]
+                    [--openai-base URL] [--gemini-base URL]
 
 ``--port 0`` picks a free port. The first line printed is the URL to open.
+
+Besides ``/ws`` (pyclient.v1) it emulates an OpenAI Realtime server (``/openai/v1/realtime``) and a
+Gemini Live server (``/gemini/ws/...``), and ``POST /session?provider=openai|gemini`` gives pages
+an ephemeral token (docs/protocols/). With ``OPENAI_API_KEY`` / ``GEMINI_API_KEY`` set in the
+environment those tokens are real ones, minted from the provider's REST API at ``--openai-base``
+/ ``--gemini-base`` (default: env ``OPENAI_BASE_URL`` / ``GEMINI_BASE_URL``, else the providers'
+own); the keys never leave this process. Without keys the tokens open the emulated sockets.
 
 Only this server's own pages may use ``/ws`` and ``/stats``, and every request must name the
 server (127.0.0.1, localhost, [::1] or ``--host``, with the port): other pages and DNS
@@ -17,16 +25,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 
 from aiohttp import web
 
 from devserver.app import DEFAULT_SNDBUF, SetupError, make_app
 from devserver.security import normalise_origin
+from devserver.tokens import ProviderConfig
 
 
-async def _serve(host: str, port: int, sndbuf: int, allowed_origins: list[str], connect_src: list[str]) -> None:
-    app = make_app(sndbuf=sndbuf, host=host, allowed_origins=allowed_origins, extra_connect_src=connect_src)
+async def _serve(
+    host: str, port: int, sndbuf: int, allowed_origins: list[str], connect_src: list[str], providers: ProviderConfig
+) -> None:
+    app = make_app(
+        sndbuf=sndbuf,
+        host=host,
+        allowed_origins=allowed_origins,
+        extra_connect_src=connect_src,
+        providers=providers,
+    )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
@@ -35,6 +53,9 @@ async def _serve(host: str, port: int, sndbuf: int, allowed_origins: list[str], 
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
     print(f"pyclient demo: http://{shown}:{bound}/", flush=True)
     print("  scenarios: /?scenario=chat|voice|flood|faults|upload   stats: /stats   stop: Ctrl+C", flush=True)
+    for provider, base in (("openai", providers.openai_base), ("gemini", providers.gemini_base)):
+        source = f"real tokens from {base}" if providers.key(provider) else "emulated tokens and socket"
+        print(f"  POST /session?provider={provider}: {source}", flush=True)
     try:
         await asyncio.Event().wait()
     finally:
@@ -60,6 +81,18 @@ def main(argv: list[str] | None = None) -> int:
         metavar="URL",
         help="an origin the pages may connect to (CSP connect-src, e.g. an AI provider); repeatable",
     )
+    ap.add_argument(
+        "--openai-base",
+        metavar="URL",
+        help="OpenAI REST base URL to mint client secrets at when OPENAI_API_KEY is set "
+        "(default: env OPENAI_BASE_URL, else https://api.openai.com)",
+    )
+    ap.add_argument(
+        "--gemini-base",
+        metavar="URL",
+        help="Gemini REST base URL to mint auth tokens at when GEMINI_API_KEY is set "
+        "(default: env GEMINI_BASE_URL, else https://generativelanguage.googleapis.com)",
+    )
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     for origin in args.allow_origin:
@@ -67,9 +100,13 @@ def main(argv: list[str] | None = None) -> int:
             normalise_origin(origin)
         except ValueError as exc:
             ap.error(f"--allow-origin: {exc}")
+    try:
+        providers = ProviderConfig.from_env(os.environ, args.openai_base, args.gemini_base)
+    except ValueError as exc:
+        ap.error(str(exc))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
     try:
-        asyncio.run(_serve(args.host, args.port, args.sndbuf, args.allow_origin, args.connect_src))
+        asyncio.run(_serve(args.host, args.port, args.sndbuf, args.allow_origin, args.connect_src, providers))
     except SetupError as exc:
         print(f"serve.py: {exc}", file=sys.stderr)
         return 2

@@ -1,4 +1,5 @@
-"""The aiohttp application: demo page, pinned runtimes, the ``/ws`` simulator and ``/stats``."""
+"""The aiohttp application: demo page, pinned runtimes, the ``/ws`` simulator, ``/stats``, the
+emulated provider sockets (``/openai/...``, ``/gemini/...``) and the token endpoint ``/session``."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import socket
 import time
 import weakref
 import zipfile
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,23 @@ from aiohttp import WSCloseCode, web
 
 from pyclient.frames import DEFAULT_MAX_PAYLOAD
 
+from .emulation import EMULATION, EmulationContext, socket_handler
+from .gemini_live import GeminiLiveSession, auth_tokens
+from .openai_realtime import OpenAIRealtimeSession, client_secrets
 from .scenarios import SCENARIOS, ParamError, Params
 from .security import AccessPolicy, Handler, guard_middleware, has_dot_segment, text_error
 from .session import ClosedEarly, Session
 from .stats import StatsRegistry
+from .tokens import (
+    RATE_LIMIT,
+    TOKEN_SERVICE,
+    ProviderConfig,
+    RateLimiter,
+    TokenService,
+    TokenStore,
+    redact_access_log,
+    session_endpoint,
+)
 
 log = logging.getLogger("pyclient.devserver")
 
@@ -55,6 +69,11 @@ CONFIG = web.AppKey("config", ServerConfig)
 POLICY = web.AppKey("policy", AccessPolicy)
 SESSIONS = web.AppKey("sessions", weakref.WeakSet)  # the connections open right now
 WEB_ROOT = web.AppKey("web_root", Path)
+TOKENS = web.AppKey("tokens", TokenStore)  # credentials the emulated providers minted
+GEMINI_SOCKET = (
+    "/gemini/ws/google.ai.generativelanguage.{version:v1alpha|v1beta}"
+    ".GenerativeService.{method:BidiGenerateContent|BidiGenerateContentConstrained}"
+)
 
 mimetypes.add_type("text/javascript", ".mjs")
 mimetypes.add_type("text/javascript", ".js")
@@ -282,22 +301,47 @@ def make_app(
     tool_result_idle_s: float = TOOL_RESULT_IDLE_S,
     tool_result_cap_s: float = TOOL_RESULT_CAP_S,
     web_root: Path = ROOT / "web",
+    providers: ProviderConfig | None = None,
+    emulated_provider_keys: Mapping[str, Iterable[str]] | None = None,
+    session_rate_limit: tuple[int, float] = RATE_LIMIT,
 ) -> web.Application:
     """The dev server. ``host`` is the name it is served under (besides 127.0.0.1, localhost
     and [::1]); ``allowed_origins`` are other origins whose pages may use ``/ws`` and ``/stats``
     (``http://localhost:7860``); ``extra_connect_src`` are origins the pages may connect to
-    (AI providers), added to the CSP. See devserver/security.py. ``web_root`` holds the pages."""
-    policy = AccessPolicy.build(host, allowed_origins, extra_connect_src, pages=web_root.rglob("*.html"))
+    (AI providers), added to the CSP. See devserver/security.py. ``web_root`` holds the pages.
+
+    ``providers``: the long-lived keys ``POST /session`` mints real tokens with, and the
+    providers' base URLs (None: no keys, tokens come from the emulation; serve.py reads the
+    environment, this function never does). The socket origins of providers with a key join the
+    CSP's connect-src. ``emulated_provider_keys``: the keys the emulated providers' REST endpoints
+    and Gemini's ``?key=`` accept, per provider (None: any key of the provider's shape).
+    ``session_rate_limit``: tokens per window (seconds) per client address."""
+    providers = providers or ProviderConfig()
+    connect_src = [*extra_connect_src, *providers.connect_src()]
+    policy = AccessPolicy.build(host, allowed_origins, connect_src, pages=web_root.rglob("*.html"))
     app = web.Application(middlewares=[guard_middleware(policy)])
     app[STATS] = StatsRegistry()
     app[CONFIG] = ServerConfig(sndbuf, tool_result_idle_s, tool_result_cap_s)
     app[POLICY] = policy
     app[SESSIONS] = weakref.WeakSet()
     app[WEB_ROOT] = web_root
+    app[TOKENS] = store = TokenStore()
+    keys = None if emulated_provider_keys is None else {p: frozenset(k) for p, k in emulated_provider_keys.items()}
+    app[EMULATION] = EmulationContext(
+        app[STATS], store, policy, app[SESSIONS], sndbuf, tool_result_idle_s, tool_result_cap_s, keys
+    )
+    app[TOKEN_SERVICE] = TokenService(policy, providers, store, RateLimiter(*session_rate_limit))
+    redact_access_log()  # Gemini's socket URL carries its credential
     app.on_response_prepare.append(_security_headers)
     app.router.add_get("/", index)
     app.router.add_get("/ws", ws_handler)
     app.router.add_get("/stats", stats)
+    # Emulated providers (http://HOST/openai and http://HOST/gemini are their base URLs) and tokens.
+    app.router.add_get("/openai/v1/realtime", socket_handler(OpenAIRealtimeSession))
+    app.router.add_post("/openai/v1/realtime/client_secrets", client_secrets)
+    app.router.add_get(GEMINI_SOCKET, socket_handler(GeminiLiveSession))
+    app.router.add_post("/gemini/v1alpha/auth_tokens", auth_tokens)
+    app.router.add_route("*", "/session", session_endpoint)
     app.router.add_get("/pyclient.zip", pyclient_zip)
     for prefix, path in runtime_dirs().items():
         app.router.add_get(prefix + "/{path:.*}", static_files(path))

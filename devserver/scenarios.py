@@ -3,6 +3,14 @@
 Each scenario is a coroutine ``(session, params) -> None``. Given the same parameters and
 ``seed`` it sends the same frames (timing aside). Parameters come from the query string; every
 one has a default and a documented range (docs/PROTOCOL.md, "Dev server scenarios").
+
+A scenario is a script of protocol-neutral *steps* on its session: ``text``, ``audio``,
+``tool_call``, ``control("end_of_turn" | "interrupted" | "error")``, ``cut_items``,
+``pause_reading``/``resume_reading``, ``wait_mic_end``. ``session.Session`` renders them as
+pyclient.v1 frames; the emulated providers (devserver/emulation.py) render the same steps as
+OpenAI Realtime events or Gemini Live messages, so one seed gives the same words, samples and
+tool calls on every protocol. ``faults`` and ``hostile`` forge pyclient.v1 frames (``raw``,
+``seq``): the emulations have their own ``faults``, and no ``hostile``.
 """
 
 from __future__ import annotations
