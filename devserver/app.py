@@ -27,7 +27,7 @@ from .gemini_live import GeminiLiveSession, auth_tokens
 from .openai_realtime import OpenAIRealtimeSession, client_secrets
 from .scenarios import SCENARIOS, ParamError, Params
 from .security import AccessPolicy, Handler, guard_middleware, has_dot_segment, text_error
-from .session import ClosedEarly, Session
+from .session import ClosedEarly, Session, close_first
 from .stats import StatsRegistry
 from .tokens import (
     RATE_LIMIT,
@@ -271,7 +271,7 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
         closed_by_us = not ws.closed
         try:
             if closed_by_us:
-                await ws.close(code=close_code, message=close_reason)
+                await close_first(ws, receiver, close_code, close_reason)
             try:
                 await asyncio.wait_for(receiver, 5)
             except TimeoutError:

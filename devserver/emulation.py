@@ -65,7 +65,7 @@ from pyclient.frames import ToolResultFrame
 
 from .scenarios import SCENARIOS, ParamError, Params
 from .security import AccessPolicy, text_error
-from .session import ClosedEarly, Session
+from .session import ClosedEarly, Session, close_first
 from .stats import KEEP_CONTROLS, ConnectionStats, StatsRegistry, clip
 from .tokens import MintedToken, TokenStore, origin_refusal, redact_query
 
@@ -684,7 +684,7 @@ def socket_handler(cls: type[EmulatedSession]) -> Callable[[web.Request], Awaita
             closed_by_us = not ws.closed
             try:
                 if closed_by_us:
-                    await ws.close(code=close_code, message=reason)
+                    await close_first(ws, receiver, close_code, reason)
                 try:
                     await asyncio.wait_for(receiver, 5)
                 except TimeoutError:

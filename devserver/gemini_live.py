@@ -34,8 +34,8 @@ answers ``setupComplete``. Then the scenario as ``serverContent``: ``modelTurn.p
 ``inlineData`` ``audio/pcm;rate=24000`` (20 ms per message) and ``outputTranscription`` (voice,
 flood) or text parts (chat, faults, upload); ``interrupted``; ``generationComplete``;
 ``turnComplete`` with ``usageMetadata``. Tool calls are whole ``toolCall.functionCalls`` (a turn
-ends only when their ``toolResponse`` arrived); ``cancel_tool=1`` sends one more call (``clock``)
-and cancels it (``toolCallCancellation``) in the same write, or ``cancel_ms`` later: a result
+ends only when their ``toolResponse`` arrived); ``cancel_tool=1`` sends one more call (the demo's
+slow ``slow_lookup``) and cancels it (``toolCallCancellation``) in the same write, or ``cancel_ms`` later: a result
 for it is an error. With ``setup.sessionResumption`` the server sends ``sessionResumptionUpdate``
 (not resumable after a tool call, a new handle after each turn). ``lifetime_s`` (600):
 ``goAway {timeLeft}`` ``goaway_s`` (60, at most half the lifetime) before the end, then close 1011.
@@ -328,10 +328,13 @@ class GeminiLiveSession(EmulatedSession):
     async def _cancelled_call(self) -> None:
         """``cancel_tool=1``: a ``clock`` call the model withdraws (with the call, or ``cancel_ms`` after)."""
         self.cancel_done = True
-        call_id = self._call_id("clock")
-        call = compact({"toolCall": {"functionCalls": [{"id": call_id, "name": "clock", "args": {}}]}})
+        # A slow tool (the demo's ``slow_lookup`` runs for seconds): still running when the
+        # cancellation arrives, whatever the scheduling, so a result for it is the client's fault.
+        call_id = self._call_id("slow_lookup")
+        args = {"query": "weather in Oslo", "seconds": 5}
+        call = compact({"toolCall": {"functionCalls": [{"id": call_id, "name": "slow_lookup", "args": args}]}})
         cancel = compact({"toolCallCancellation": {"ids": [call_id]}})
-        self.expect_result(call_id, "clock")
+        self.expect_result(call_id, "slow_lookup")
         self.stats.tool_calls_sent += 1
         self.rec["tool_calls_cancelled"].append(call_id)
         if self.cancel_ms:

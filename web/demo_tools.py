@@ -11,6 +11,7 @@ so ``(((9**64)**64)**64)**64`` fails in microseconds instead of blocking the pag
 from __future__ import annotations
 
 import ast
+import asyncio
 import datetime
 import operator
 from typing import Any
@@ -19,6 +20,7 @@ MAX_EXPRESSION_CHARS = 200
 MAX_EXPONENT = 64
 MAX_RESULT_BITS = 4096  # integers up to about 1,233 decimal digits
 MAX_REPEAT_CHARS = 1 << 20
+MAX_LOOKUP_SECONDS = 30.0
 
 _BINARY = {
     ast.Add: operator.add,
@@ -81,8 +83,18 @@ def repeat(text: str, times: int) -> str:
     return text * times
 
 
+async def slow_lookup(query: str, seconds: float = 2.0) -> str:
+    """A pretend lookup that takes ``seconds`` (at most 30): async, so it can be timed out and
+    cancelled while it runs (Gemini withdraws calls with toolCallCancellation)."""
+    if not 0 <= seconds <= MAX_LOOKUP_SECONDS:
+        raise ValueError(f"seconds={seconds}, limit is {MAX_LOOKUP_SECONDS}")
+    await asyncio.sleep(seconds)
+    return f"no results for {query!r}"
+
+
 def register(registry: Any) -> None:
     """Register the demo tools on a ``pyclient.ToolRegistry``."""
     registry.register(clock)
     registry.register(calculator)
     registry.register(repeat)
+    registry.register(slow_lookup, timeout=MAX_LOOKUP_SECONDS + 5)

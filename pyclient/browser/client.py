@@ -560,10 +560,11 @@ class Client:
         elif isinstance(event, ToolCallCancelled):
             for call_id in event.call_ids:
                 task = self._tool_tasks.get(call_id)
-                if task is not None:
+                if task is not None and not task.done():
+                    # Possibly before it even started: then its body never runs.
                     task.cancel()
-                else:
-                    self.cards.cancelled(call_id)
+                    self.tool_cancelled += 1
+                self.cards.cancelled(call_id)  # only a card still running says so
         elif isinstance(event, (ToolCallReady, ToolCallInvalid)):
             self.tool_calls += 1
             # Bounded: at most max_pending_tools calls run at once; the stream waits for a slot.
@@ -584,10 +585,7 @@ class Client:
         try:
             outcome: ToolOutcome = await self.executor.execute(call, max_payload=self.peer_max_payload)
         except asyncio.CancelledError:
-            # The server withdrew the call (Gemini toolCallCancellation): no result is sent.
-            self.tool_cancelled += 1
-            self.cards.cancelled(call.call_id)
-            return
+            return  # the server withdrew the call (Gemini toolCallCancellation): no result is sent
         if not outcome.ok:
             self.tool_errors += 1
         if outcome.blocking_ms:
@@ -600,8 +598,9 @@ class Client:
         try:
             if await self._send(lambda: self.codec.tool_result(outcome)):
                 self.tool_results_sent += 1
-            else:
-                self.tool_cancelled += 1  # the protocol sends nothing for it (cancelled meanwhile)
+            else:  # the protocol sends nothing for it: the server cancelled it meanwhile
+                self.tool_cancelled += 1
+                self.cards.cancelled(outcome.call_id, ran=True)
         except PyclientError as exc:
             self.tool_results_unsendable += 1
             self._remember(self.internal_errors, f"tool result for {outcome.call_id!r} not sent: {exc}")

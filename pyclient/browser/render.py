@@ -144,12 +144,13 @@ class ToolCards:
         if c is not None:
             c["args"].append(js.document.createTextNode(delta))
 
-    def cancelled(self, call_id: str) -> None:
-        """The server withdrew the call: the card says so (no result was sent)."""
+    def cancelled(self, call_id: str, ran: bool = False) -> None:
+        """The server withdrew the call: the card says so, and that no result was sent. A card
+        whose result already went out is left as it is."""
         c = self._cards.get(call_id)
-        if c is not None:
+        if c is not None and (ran or "running" in str(c["card"].className)):
             c["card"].className = "tool-card cancelled"
-            c["status"].textContent = "cancelled by the server"
+            c["status"].textContent = "cancelled by the server · no result sent"
 
     def finished(self, outcome: Any, payload: Any) -> None:
         """Show a ``ToolOutcome``: status, time (and how long a sync tool blocked the page)."""

@@ -809,8 +809,12 @@ class OpenAIRealtimeCodec(Codec):
                 continue
             cut.append((p, item))
         out: list[Message] = []
+        # A cut the server started (speech_started under server VAD) already cancelled the
+        # response there: a response.cancel now only draws `response_cancel_not_active`. Only
+        # a cut the page asked for (``Client.interrupt()``) cancels.
+        by_page = any(p.reason == "client" for p, _ in cut)
         running = [item.response_id for _, item in cut if item.response_id in self._active]
-        if running and running[0] not in self._cancelled_responses:
+        if by_page and running and running[0] not in self._cancelled_responses:
             self._cancelled_responses[running[0]] = True
             self._cancels_sent += 1
             out.append(_message({"type": "response.cancel", "response_id": running[0]}))

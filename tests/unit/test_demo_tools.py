@@ -51,3 +51,11 @@ def test_calculator_refuses_results_too_large_before_computing_them(expr: str) -
 def test_calculator_still_computes_large_but_bounded_numbers() -> None:
     assert demo_tools.calculator("2 ** 64 * 3") == 3 * 2**64
     assert demo_tools.calculator("(2**60)**60") == 2**3600
+
+
+def test_slow_lookup_is_async_and_bounded() -> None:
+    import asyncio
+
+    assert asyncio.run(demo_tools.slow_lookup("x", 0)) == "no results for 'x'"
+    with pytest.raises(ValueError, match="limit is 30"):
+        asyncio.run(demo_tools.slow_lookup("x", 31))

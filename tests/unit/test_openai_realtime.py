@@ -484,8 +484,19 @@ def audio_of(rid: str, item: str, samples: int) -> str:
     return ev("response.output_audio.delta", response_id=rid, item_id=item, content_index=0, delta=data)
 
 
-def pos(item: Any, played: int, rate: int = 24000) -> PlaybackPosition:
-    return PlaybackPosition(item, played, played * 1000 / rate, rate, "speech_started")
+def pos(item: Any, played: int, rate: int = 24000, reason: str = "client") -> PlaybackPosition:
+    """Where playback stood at a cut; ``reason`` "client": the page's interrupt(), "server":
+    the server's (speech_started under server VAD)."""
+    return PlaybackPosition(item, played, played * 1000 / rate, rate, reason)
+
+
+def test_a_cut_the_server_started_truncates_without_cancelling() -> None:
+    # Under server VAD the server already cancelled: a response.cancel would only draw
+    # response_cancel_not_active (agents-js does the same).
+    c = OpenAIRealtimeCodec()
+    decode_all(c, [created("r2"), audio_of("r2", "now", 24000)])
+    out = sent(c.cut([pos("now", 7201, reason="server")]))
+    assert out == [{"type": "conversation.item.truncate", "item_id": "now", "content_index": 0, "audio_end_ms": 300}]
 
 
 def test_cut_truncates_only_cut_items_with_integer_ms() -> None:
