@@ -8,10 +8,15 @@ memory, server bytes sent and send-wait (drain + credit). Writes docs/benchmarks
 
 Modes:
   1 naive          classic WebSocket, unbounded queue (web/lab/naive.html; what most clients do)
-  2 credit         pyclient, classic WebSocket + credit flow control
+  2 credit         pyclient, classic WebSocket (credit flow control: the default)
   3 bounded-drop   pyclient, classic WebSocket, server without credit: bounded queue, drops counted
-  4 wss            pyclient, WebSocketStream: backpressure through TCP (Chromium)
-  4b wss+credit    pyclient, WebSocketStream + credit flow control (Chromium)
+  4 wss-tcp        pyclient, WebSocketStream with credit turned off: backpressure through TCP only
+  4b wss           pyclient, WebSocketStream as it comes (credit offered by default, server picks)
+  5 openai-wss     OpenAI Realtime (base64 JSON, no credit in the protocol), WebSocketStream: TCP
+  5b openai-ws     OpenAI Realtime, classic WebSocket: the bounded queue drops audio deltas only
+
+"Server ahead" is how far the server's sending ran ahead of playback, in wire bytes:
+bytes sent x (1 - samples played / samples sent), whatever the protocol's framing.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from devserver.harness import ROOT, Server, launch_args, start_server
 OUT = ROOT / "docs" / "benchmarks"
 RING_BYTES = 65536 * 2
 BOUND = 1024 * 1024 + RING_BYTES
-WIRE_BYTES_PER_SAMPLE = (12 + 8 + 960) / 480  # a 20 ms frame: header + audio metadata + PCM
+OPENAI = {"protocol": "openai-realtime"}
 
 
 @dataclass(frozen=True)
@@ -55,16 +60,49 @@ MODES = [
         ("chromium", "firefox"),
         True,
     ),
-    Mode("4", "wss (WebSocketStream, TCP)", "", {"transport": "websocketstream"}, ("chromium",), True),
-    Mode("4b", "wss+credit", "", {"transport": "websocketstream", "client_credit": 1}, ("chromium",), True),
+    Mode(
+        "4",
+        "wss-tcp (WebSocketStream, credit off)",
+        "",
+        {"transport": "websocketstream", "client_credit": 0},
+        ("chromium",),
+        True,
+    ),
+    Mode("4b", "wss (WebSocketStream, default: credit)", "", {"transport": "websocketstream"}, ("chromium",), True),
+    Mode(
+        "5",
+        "openai-wss (OpenAI JSON, WebSocketStream)",
+        "",
+        {**OPENAI, "transport": "websocketstream"},
+        ("chromium",),
+        True,
+    ),
+    Mode(
+        "5b",
+        "openai-ws (OpenAI JSON, classic WS, drops audio)",
+        "",
+        {**OPENAI, "transport": "websocket"},
+        ("chromium", "firefox"),
+        True,
+    ),
 ]
+
+
+def connection_id(page: Any, server: Server, mode: Mode) -> int:
+    """The server's id for the page's connection: pyclient.v1's hello says it; for the
+    emulated providers it is the newest connection of that protocol once the page is open."""
+    if "protocol" not in mode.query:
+        page.wait_for_function("window.pyclientStats && pyclientStats().server.connection_id", timeout=60_000)
+        return page.evaluate("pyclientStats().server.connection_id")
+    page.wait_for_function("window.pyclientStats && pyclientStats().state === 'open'", timeout=60_000)
+    conns = [c for c in server.stats()["connections"] if c.get("protocol") == mode.query["protocol"]]
+    return conns[-1]["id"]
 
 
 def run_one(page: Any, server: Server, mode: Mode, args: argparse.Namespace) -> dict[str, Any]:
     query = {"autostart": 1, "scenario": "flood", "mb": args.mb, "seconds": args.seconds, **mode.query}
     page.goto(server.url + mode.page + "?" + urlencode(query))
-    page.wait_for_function("window.pyclientStats && pyclientStats().server.connection_id", timeout=60_000)
-    conn = page.evaluate("pyclientStats().server.connection_id")
+    conn = connection_id(page, server, mode)
     samples: list[dict[str, Any]] = []
     t0 = time.monotonic()
     while (elapsed := time.monotonic() - t0) < args.seconds:
@@ -81,8 +119,8 @@ def run_one(page: Any, server: Server, mode: Mode, args: argparse.Namespace) -> 
                 "samples_played": played,
                 "dropped_frames": s["receive"].get("dropped_frames", 0),
                 "server_bytes_sent": srv["bytes_sent"],
-                "server_send_wait_s": srv["send_wait_s"] + srv["credit_wait_s"],
-                "server_ahead_bytes": srv["bytes_sent"] - played * WIRE_BYTES_PER_SAMPLE,
+                "server_send_wait_s": srv["send_wait_s"] + srv.get("credit_wait_s", 0.0),
+                "server_ahead_bytes": srv["bytes_sent"] * (1 - played / max(1, srv["audio_samples_sent"])),
             }
         )
         time.sleep(max(0.0, args.interval - (time.monotonic() - t0 - elapsed)))
