@@ -1,8 +1,9 @@
 """pyclient: a browser-side streaming client for AI servers, in Python (Pyodide/PyScript).
 
-The sans-I/O core (frames, demux, flow control, tools) imports no browser modules and runs
-under plain CPython. ``Client`` and ``connect`` live in ``pyclient.browser`` and are imported
-lazily here, so ``import pyclient`` works everywhere.
+The sans-I/O core (the connection core, the wire-protocol codecs in ``pyclient.protocols``,
+frames, demux, flow control, tools) imports no browser modules and runs under plain CPython.
+``Client`` and ``connect`` live in ``pyclient.browser`` and are imported lazily here, so
+``import pyclient`` works everywhere.
 
 In a PyScript page::
 
@@ -67,8 +68,12 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'pyclient' has no attribute {name!r}")
 
 
-async def connect(url: str, *, protocols: list[str] | None = None, **options: Any) -> Any:
-    """Create a ``Client`` with ``options`` and connect it to ``url`` (browser only)."""
+async def connect(url: str | None = None, *, protocols: list[str] | None = None, **options: Any) -> Any:
+    """Create a ``Client`` with ``options`` and connect it to ``url`` (browser only)::
+
+    client = await pyclient.connect("/ws?scenario=chat")
+    client = await pyclient.connect(protocol="openai-realtime", token=get_token, instructions="...")
+    """
     from .browser import Client
 
     client = Client(**options)

@@ -107,6 +107,8 @@ _MIME = re.compile(r'"mimeType"\s*:\s*"([^"]*)"')
 _AUDIO_ONLY_KEYS = frozenset({"serverContent", "modelTurn", "parts", "role", "inlineData", "mimeType", "data"})
 _GEMINI_TYPES = frozenset({"STRING", "NUMBER", "INTEGER", "BOOLEAN", "ARRAY", "OBJECT"})
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
 
 def _message(obj: dict[str, Any]) -> str:
     return encode_json(obj).decode("utf-8")
@@ -524,6 +526,12 @@ class GeminiLiveCodec(Codec):
             msg = f"name of {len(name)} characters, limit is {MAX_TOOL_NAME_CHARS}"
             shown = name[:MAX_TOOL_NAME_CHARS] + "…"
             return [ToolCallInvalid(call_id, shown, {"type": "invalid_name", "message": msg})]
+        if _LONE_SURROGATE.search(name):
+            # Answered under the name with U+FFFD in place (a lone surrogate cannot be encoded).
+            shown = _LONE_SURROGATE.sub("\ufffd", name)
+            self._call_names[call_id] = shown
+            msg = "the tool name is not valid Unicode (a lone surrogate)"
+            return [ToolCallInvalid(call_id, shown, {"type": "invalid_name", "message": msg})]
         self._call_names[call_id] = name
         out: list[Event] = [ToolCallStarted(call_id, name)]
         args = call.get("args", {})
@@ -578,6 +586,8 @@ class GeminiLiveCodec(Codec):
 
     def tool_result(self, outcome: ToolOutcome) -> list[Message]:
         """One ``toolResponse``; nothing for a call the server cancelled."""
+        if call_id_problem(outcome.call_id) is not None:
+            return []  # an id that cannot be sent back (the decoder never reports one): nobody to answer
         if outcome.call_id in self._cancelled:
             self._results_suppressed += 1
             return []

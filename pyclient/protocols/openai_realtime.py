@@ -275,7 +275,8 @@ class OpenAIRealtimeCodec(Codec):
         self._closed_calls = _Bounded(max_tracked)  # call_id -> response_id of finished calls
         self._cancelled_calls = _Bounded(max_tracked)  # call_id -> True
         self._responses = _Bounded(max_tracked)  # response_id -> _Response
-        self._active: set[str] = set()  # responses created and not done
+        self._max_tracked = max_tracked
+        self._active: dict[str, None] = {}  # responses created and not done (ordered, bounded)
         self._create_event_id: str | None = None  # our response.create not yet answered
         self._last_create_id: str | None = None  # the last one sent (a refusal may name it late)
         self._want_create = False
@@ -433,7 +434,9 @@ class OpenAIRealtimeCodec(Codec):
         modalities = response.get("output_modalities", response.get("modalities"))
         if isinstance(modalities, list):
             self._response_audio[rid] = "audio" in modalities
-        self._active.add(rid)
+        self._active[rid] = None
+        while len(self._active) > self._max_tracked:  # a server that never says done cannot grow it
+            del self._active[next(iter(self._active))]
         if rid not in self._responses:
             self._responses[rid] = _Response()
         self._create_event_id = None  # the slot is taken: by ours, or by one the server started
@@ -457,7 +460,7 @@ class OpenAIRealtimeCodec(Codec):
             self._cancelled_calls[call_id] = True
         if withdrawn:
             out.append(ToolCallCancelled(withdrawn))
-        self._active.discard(rid)
+        self._active.pop(rid, None)
         self._wait_for_done = False
         state = self._responses.get(rid)
         if state is None:
@@ -757,6 +760,8 @@ class OpenAIRealtimeCodec(Codec):
 
     def tool_result(self, outcome: ToolOutcome) -> list[Message]:
         """A ``function_call_output`` item; ``response.create`` once all the response's calls have one."""
+        if call_id_problem(outcome.call_id) is not None:
+            return []  # an id that cannot be sent back (the decoder never reports one): nobody to answer
         if outcome.call_id in self._cancelled_calls:
             return []
         if outcome.ok:
@@ -794,8 +799,12 @@ class OpenAIRealtimeCodec(Codec):
     def cut(self, positions: list[PlaybackPosition]) -> list[Message]:
         """``response.cancel`` (if the cut response is in flight) + one truncate per item actually cut."""
         cut: list[tuple[PlaybackPosition, _AudioItem]] = []
+        seen: set[Any] = set()
         for p in positions:
             item = self._audio_items.get(p.item_id) if isinstance(p.item_id, str) else None
+            if item is not None and (p.item_id in seen or call_id_problem(p.item_id) is not None):
+                item = None  # twice in one cut, or an id that cannot be sent back (lone surrogate)
+            seen.add(p.item_id)
             played = p.played_samples
             if (
                 item is None

@@ -163,3 +163,20 @@ def test_bad_json_and_unknown_events_are_counted_never_fatal(demo: Demo, protoco
     assert s["tools"]["errors"] == 2 and srv["tool_results_received"] == 2
     assert s["internal_errors"] == [] and srv["errors"] == []
     demo.watch.assert_clean()
+
+
+def test_readme_openai_page_works(demo: Demo) -> None:
+    """web/minimal-openai.html is the README's OpenAI page, as it is: a token from
+    POST /session, the emulated server's default chat, a tool, and the microphone at 24 kHz."""
+    demo.page.goto(demo.server.url + "minimal-openai.html")
+    # The default chat asks for a calculator (not on this page: a failed result), then a clock.
+    s = demo.wait_for("s.state === 'open' && s.tools.results_sent >= 2 && s.mic.sent_samples > 24000")
+    assert s["wire"]["protocol"] == "openai-realtime" and s["mic"]["sample_rate"] == 24000
+    assert demo.transcript() and demo.page.locator(".tool-card.ok").count() >= 1
+    assert s["malformed"] == 0 and s["internal_errors"] == []
+    demo.page.goto("about:blank")  # the page leaves: the server sees the socket close
+    srv = server_conn(demo, "openai-realtime")
+    assert srv["mic_rates"] == [24000] and srv["tool_results_as_expected"] >= 1, srv
+    # Leaving mid-scenario is recorded as a lost connection; anything else would be a mistake.
+    assert [e for e in srv["errors"] if not e.startswith("connection lost")] == [], srv["errors"]
+    demo.watch.assert_clean()

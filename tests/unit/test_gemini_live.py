@@ -495,3 +495,15 @@ def test_malformed_input_never_raises(msgs: list[str | bytes]) -> None:
         assert isinstance(c.decode(m), list)
         c.droppable(m)
     assert c.stats()["messages"] + c.stats()["bad_json"] + c.stats()["protocol_errors"] >= len(msgs)
+
+
+def test_a_tool_name_with_a_lone_surrogate_fails_and_is_answered() -> None:
+    # Found by bench/fuzz.py: tool_result raised EncodeError for such a name.
+    from pyclient.tools import ToolOutcome
+
+    g = GeminiLiveCodec()
+    (call,) = g.decode(r'{"toolCall":{"functionCalls":[{"id":"c1","name":"f\ud800","args":{}}]}}')
+    assert call.error["type"] == "invalid_name" and call.name == "f\ufffd"
+    (msg,) = g.tool_result(ToolOutcome("c1", call.name, False, error=call.error))
+    assert '"id":"c1"' in msg
+    assert g.tool_result(ToolOutcome("\ud800", None, True, result=1)) == []  # an id nobody can be answered on

@@ -680,3 +680,18 @@ def test_one_response_in_flight_against_a_server(actions: list[str]) -> None:
         assert server.creates >= 1
     assert server.codec.stats()["response_create_waiting"] is False  # nothing owed is stuck
     assert server.codec.stats()["responses_in_flight"] == 0
+
+
+def test_cut_skips_unsendable_or_repeated_items_and_responses_in_flight_are_bounded() -> None:
+    # Found by bench/fuzz.py: cut raised EncodeError for an item id with a lone surrogate, a
+    # repeated item got two truncates, and responses never done grew without bound.
+    c = OpenAIRealtimeCodec()
+    c.decode(r'{"type":"response.output_audio.delta","response_id":"r","item_id":"i\ud800","delta":"AAAAAAAA"}')
+    assert c.cut([pos("i\ud800", 1)]) == []
+    decode_all(c, [created("r2"), audio_of("r2", "now", 24000)])
+    assert types_of(c.cut([pos("now", 1, reason="server"), pos("now", 2, reason="server")])) == [
+        "conversation.item.truncate"
+    ]
+    for i in range(1000):
+        c.decode(json.dumps({"type": "response.created", "response": {"id": f"r{i}"}}))
+    assert c.stats()["responses_in_flight"] <= 257
