@@ -87,7 +87,8 @@ from pyclient.frames import (
 from pyclient.playback import PlaybackPosition
 from pyclient.protocols.base import SessionConfig, ToolSpec
 from pyclient.protocols.gemini_live import GeminiLiveCodec
-from pyclient.protocols.openai_realtime import MAX_COUNTED_TYPES, OpenAIRealtimeCodec
+from pyclient.protocols.jsonwire import MAX_COUNTED_TYPES
+from pyclient.protocols.openai_realtime import OpenAIRealtimeCodec
 from pyclient.tools import DEFAULT_MAX_OPEN_BYTES, DEFAULT_MAX_OPEN_CALLS, ToolCallAssembler, ToolOutcome
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import binascii
 import re
-from collections import OrderedDict
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
@@ -82,6 +81,11 @@ from ..playback import PlaybackPosition
 from ..schema import validate
 from ..tools import ToolOutcome
 from .base import Capabilities, Codec, Incoming, Message, SessionConfig
+from .jsonwire import Bounded as _Bounded
+from .jsonwire import Counter as _Counter
+from .jsonwire import message as _message
+from .jsonwire import pcm_from_base64 as _pcm_from_base64
+from .jsonwire import text_of as _text_of
 
 DEFAULT_HOST = "wss://generativelanguage.googleapis.com"
 TOKEN_PATH = "/ws/google.ai.generativelanguage.v1alpha.GenerativeService.BidiGenerateContentConstrained"
@@ -91,7 +95,6 @@ DEFAULT_MODEL = "gemini-2.5-flash-native-audio-latest"  # js-genai sdk-samples/l
 INPUT_RATE = 16_000
 OUTPUT_RATE = 24_000  # when a mimeType names no rate
 DEFAULT_MAX_TRACKED = 256
-MAX_COUNTED_TYPES = 64
 MAX_SCHEMA_DEPTH = 32
 
 # Known top-level messages this client has no use for: counted in by_type, no event.
@@ -108,22 +111,6 @@ _AUDIO_ONLY_KEYS = frozenset({"serverContent", "modelTurn", "parts", "role", "in
 _GEMINI_TYPES = frozenset({"STRING", "NUMBER", "INTEGER", "BOOLEAN", "ARRAY", "OBJECT"})
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _message(obj: dict[str, Any]) -> str:
-    return encode_json(obj).decode("utf-8")
-
-
-def _text_of(message: Incoming) -> str | ProtocolErrorEvent:
-    """The JSON text of a message: text as is, binary (bytes or a ByteSource) as UTF-8."""
-    if isinstance(message, str):
-        return message
-    bytes_like = isinstance(message, (bytes, bytearray, memoryview))
-    raw = bytes(message) if bytes_like else message.bytes_at(0, len(message))  # type: ignore[union-attr]
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return ProtocolErrorEvent(f"binary message of {len(raw)} bytes is not UTF-8 JSON: {exc.reason}", len(raw))
 
 
 def parse_duration_ms(value: Any) -> int | None:
@@ -199,33 +186,6 @@ def gemini_schema(schema: Any, depth: int = 0) -> dict[str, Any]:
 def _gemini_type(name: str) -> str:
     upper = name.upper()
     return upper if upper in _GEMINI_TYPES else "TYPE_UNSPECIFIED"
-
-
-class _Counter:
-    """Counts by name with at most ``limit`` names; the rest are summed under ``other``."""
-
-    def __init__(self, limit: int = MAX_COUNTED_TYPES) -> None:
-        self.limit = limit
-        self.counts: dict[str, int] = {}
-
-    def add(self, name: str) -> None:
-        if name in self.counts or len(self.counts) < self.limit:
-            self.counts[name] = self.counts.get(name, 0) + 1
-        else:
-            self.counts["other"] = self.counts.get("other", 0) + 1
-
-
-class _Bounded(OrderedDict):  # type: ignore[type-arg]
-    """An insertion-ordered dict that forgets its oldest entries beyond ``limit``."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__()
-        self.limit = limit
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        super().__setitem__(key, value)
-        while len(self) > self.limit:
-            self.popitem(last=False)
 
 
 class GeminiLiveCodec(Codec):
@@ -471,14 +431,10 @@ class GeminiLiveCodec(Codec):
         if not data:
             return []
         try:
-            pcm = binascii.a2b_base64(data)
-            if not pcm:
-                raise ValueError("no base64 data in it")
-        except (binascii.Error, ValueError) as exc:
+            pcm = _pcm_from_base64(data)
+        except ValueError as exc:
             self._protocol_errors += 1
             return [ProtocolErrorEvent(f"inlineData of {len(data)} characters is not base64: {exc}", len(data))]
-        if len(pcm) % 2:
-            pcm = pcm[:-1]  # half a sample would shift every later sample by a byte
         samples = len(pcm) // 2
         if self.audio_output and self._text_source is None:
             self._text_source = "transcript"

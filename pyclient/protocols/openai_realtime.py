@@ -63,9 +63,7 @@ Memory bounds: audio items, text items, tool calls and responses tracked are eac
 
 from __future__ import annotations
 
-import binascii
 import re
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -95,6 +93,12 @@ from ..playback import PlaybackPosition
 from ..schema import validate
 from ..tools import DEFAULT_MAX_ARGUMENT_BYTES, DEFAULT_MAX_OPEN_CALLS, ToolOutcome
 from .base import Capabilities, Codec, Incoming, Message, SessionConfig
+from .jsonwire import Bounded as _Bounded
+from .jsonwire import Counter as _Counter
+from .jsonwire import b64 as _b64
+from .jsonwire import message as _message
+from .jsonwire import pcm_from_base64 as _pcm_from_base64
+from .jsonwire import text_of as _text_of
 
 DEFAULT_URL = "wss://api.openai.com/v1/realtime"
 DEFAULT_MODEL = "gpt-realtime"
@@ -105,7 +109,6 @@ SUBPROTOCOL = "realtime"
 KEY_SUBPROTOCOL_PREFIX = "openai-insecure-api-key."
 EPHEMERAL_KEY_PREFIX = "ek_"
 DEFAULT_MAX_TRACKED = 256  # audio items, text items, tool calls, responses remembered
-MAX_COUNTED_TYPES = 64
 DROPPABLE_SCAN_CHARS = 160
 
 AUDIO_DELTA_TYPES = frozenset({"response.output_audio.delta", "response.audio.delta"})
@@ -149,58 +152,8 @@ _TYPE_PREFIX = re.compile(r'"type"\s*:\s*"([^"\\]{1,80})"')
 _SUBPROTOCOL_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 6455 / RFC 7230 token
 
 
-def _message(obj: dict[str, Any]) -> str:
-    return encode_json(obj).decode("utf-8")
-
-
-def _b64(pcm: Any) -> str:
-    return binascii.b2a_base64(pcm, newline=False).decode("ascii")
-
-
-def _text_of(message: Incoming) -> str | ProtocolErrorEvent:
-    """The JSON text of a message: text as is, binary (bytes or a ByteSource) as UTF-8."""
-    if isinstance(message, str):
-        return message
-    bytes_like = isinstance(message, (bytes, bytearray, memoryview))
-    raw = bytes(message) if bytes_like else message.bytes_at(0, len(message))  # type: ignore[union-attr]
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return ProtocolErrorEvent(f"binary message of {len(raw)} bytes is not UTF-8 JSON: {exc.reason}", len(raw))
-
-
 def _str(value: Any, default: str = "") -> str:
     return value if isinstance(value, str) else default
-
-
-class _Counter:
-    """Counts by name with at most ``limit`` names; the rest are summed under ``other``."""
-
-    def __init__(self, limit: int = MAX_COUNTED_TYPES) -> None:
-        self.limit = limit
-        self.counts: dict[str, int] = {}
-
-    def add(self, name: str) -> None:
-        if name in self.counts or len(self.counts) < self.limit:
-            self.counts[name] = self.counts.get(name, 0) + 1
-        else:
-            self.counts["other"] = self.counts.get("other", 0) + 1
-
-    def as_dict(self) -> dict[str, int]:
-        return dict(self.counts)
-
-
-class _Bounded(OrderedDict):  # type: ignore[type-arg]
-    """An insertion-ordered dict that forgets its oldest entries beyond ``limit``."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__()
-        self.limit = limit
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        super().__setitem__(key, value)
-        while len(self) > self.limit:
-            self.popitem(last=False)
 
 
 @dataclass
@@ -518,14 +471,10 @@ class OpenAIRealtimeCodec(Codec):
         if not delta:
             return []
         try:
-            pcm = binascii.a2b_base64(delta)
-            if not pcm:
-                raise ValueError("no base64 data in it")
-        except (binascii.Error, ValueError) as exc:
+            pcm = _pcm_from_base64(delta)
+        except ValueError as exc:
             self._protocol_errors += 1
             return [ProtocolErrorEvent(f"audio delta of {len(delta)} characters is not base64: {exc}", len(delta))]
-        if len(pcm) % 2:
-            pcm = pcm[:-1]  # half a sample would shift every later sample by a byte
         samples = len(pcm) // 2
         item = self._audio_items.get(item_id)
         if item is None:
