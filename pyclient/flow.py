@@ -21,11 +21,11 @@ Three mechanisms, one per situation (docs/PROTOCOL.md has the wire side):
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from .errors import UsageError
-from .frames import AUDIO_META_SIZE, DEFAULT_MAX_PAYLOAD, HEADER_SIZE
 
 T = TypeVar("T")
 
@@ -64,13 +64,25 @@ class _Entry(Generic[T]):
     seq: int | None
 
 
-class ReceiveQueue(Generic[T]):
-    """A bounded FIFO of received messages with a drop-oldest-audio overflow policy."""
+MIN_RECEIVE_QUEUE_BYTES = 16
+MIN_CREDIT_WINDOW = 64 * 1024  # it must carry the largest frame the server sends
 
-    def __init__(self, max_bytes: int = DEFAULT_RECEIVE_QUEUE_BYTES) -> None:
-        if max_bytes < HEADER_SIZE + AUDIO_META_SIZE:
-            raise UsageError(f"max_bytes={max_bytes} cannot hold a single frame")
+
+class ReceiveQueue(Generic[T]):
+    """A bounded FIFO of received messages with a drop-oldest-audio overflow policy.
+
+    It knows nothing of any wire format: which messages are droppable audio is given with each
+    ``push``, and ``samples_of(item)`` (the protocol codec's ``audio_samples``) says how many
+    samples a dropped message held, asked only when one is dropped.
+    """
+
+    def __init__(
+        self, max_bytes: int = DEFAULT_RECEIVE_QUEUE_BYTES, samples_of: Callable[[T], int] | None = None
+    ) -> None:
+        if max_bytes < MIN_RECEIVE_QUEUE_BYTES:
+            raise UsageError(f"max_bytes={max_bytes} is below the {MIN_RECEIVE_QUEUE_BYTES}-byte minimum")
         self.max_bytes = max_bytes
+        self._samples_of = samples_of
         self._q: deque[_Entry[T]] = deque()
         self.bytes = 0
         self.bytes_max = 0
@@ -89,7 +101,7 @@ class ReceiveQueue(Generic[T]):
             pass
         if self.bytes + nbytes > self.max_bytes:
             if droppable:
-                self._count_drop(nbytes, seq)
+                self._count_drop(item, nbytes, seq)
                 return
             self.over_bound += 1
         self._q.append(_Entry(item, nbytes, droppable, seq))
@@ -112,14 +124,15 @@ class ReceiveQueue(Generic[T]):
             if e.droppable:
                 del self._q[i]
                 self.bytes -= e.nbytes
-                self._count_drop(e.nbytes, e.seq)
+                self._count_drop(e.item, e.nbytes, e.seq)
                 return True
         return False
 
-    def _count_drop(self, nbytes: int, seq: int | None) -> None:
+    def _count_drop(self, item: T, nbytes: int, seq: int | None) -> None:
         self.dropped_frames += 1
         self.dropped_bytes += nbytes
-        self.dropped_samples += max(0, nbytes - HEADER_SIZE - AUDIO_META_SIZE) // 2
+        if self._samples_of is not None:
+            self.dropped_samples += self._samples_of(item)
         if seq is not None:
             self._dropped_seqs.append(seq)
 
@@ -144,8 +157,8 @@ class CreditWindow:
     """
 
     def __init__(self, window: int = DEFAULT_CREDIT_WINDOW, threshold: int | None = None) -> None:
-        if window < HEADER_SIZE + DEFAULT_MAX_PAYLOAD // 16:
-            raise UsageError(f"credit window of {window} bytes is too small to carry frames")
+        if window < MIN_CREDIT_WINDOW:
+            raise UsageError(f"credit window of {window} bytes, the minimum is {MIN_CREDIT_WINDOW}")
         self.window = window
         self.threshold = window // 4 if threshold is None else threshold
         self.granted = 0

@@ -299,7 +299,9 @@ class Client:
                 # otherwise have to read and drop.
                 protocols = self.conn.subprotocols(token)
             opts = {k: self._options[k] for k in ("receive_queue_bytes", "send_high", "send_low")}
-            self.transport = make_transport(self.transport_name, classify=self.codec.classify, **opts)
+            self.transport = make_transport(
+                self.transport_name, classify=self.codec.classify, audio_samples=self.codec.audio_samples, **opts
+            )
             await self.transport.open(self.url, protocols)
         except Exception as exc:
             if self.transport is not None:

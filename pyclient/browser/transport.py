@@ -160,11 +160,16 @@ class ClassicWebSocketTransport:
         send_high: int = DEFAULT_SEND_HIGH,
         send_low: int = DEFAULT_SEND_LOW,
         classify: Classify | None = None,
+        audio_samples: Callable[[Any], int] | None = None,
     ) -> None:
         self._classify = classify or (lambda message: (False, None))
+        count = audio_samples or (lambda message: 0)
         self._owner = ProxyOwner()
         self._ws: Any = None
-        self.queue: ReceiveQueue[Any] = ReceiveQueue(receive_queue_bytes)
+        self.queue: ReceiveQueue[Any] = ReceiveQueue(
+            receive_queue_bytes,
+            samples_of=lambda data: count(data if isinstance(data, str) else ArrayBufferSource(data)),
+        )
         self.watermarks = Watermarks(send_high, send_low)
         self._arrived = asyncio.Event()
         self._ended = False
@@ -278,7 +283,8 @@ class ClassicWebSocketTransport:
 
 
 def make_transport(name: str, **options: Any) -> WebSocketStreamTransport | ClassicWebSocketTransport:
-    """``options`` (receive_queue_bytes, send_high, send_low, classify) apply to the classic one."""
+    """``options`` (receive_queue_bytes, send_high, send_low, classify, audio_samples) apply to the
+    classic one."""
     if name == WEBSOCKETSTREAM:
         return WebSocketStreamTransport()
     return ClassicWebSocketTransport(**options)

@@ -107,6 +107,10 @@ class Codec(ABC):
         """Whether this received message is audio that an overflowing queue may drop."""
         return False
 
+    def audio_samples(self, message: Incoming) -> int:
+        """Samples in a droppable audio message (asked only when one is dropped: counted)."""
+        return 0
+
     def classify(self, message: Incoming) -> tuple[bool, int | None]:
         """``(droppable, sequence number)`` of a received message, for the classic transport's
         bounded queue (a dropped numbered frame is not a sequence gap)."""

@@ -83,6 +83,7 @@ from ..tools import ToolOutcome
 from .base import Capabilities, Codec, Incoming, Message, SessionConfig
 from .jsonwire import Bounded as _Bounded
 from .jsonwire import Counter as _Counter
+from .jsonwire import base64_samples as _base64_samples
 from .jsonwire import message as _message
 from .jsonwire import pcm_from_base64 as _pcm_from_base64
 from .jsonwire import text_of as _text_of
@@ -303,6 +304,9 @@ class GeminiLiveCodec(Codec):
         return self._latest_handle
 
     # ------------------------------------------------------------------ receiving
+
+    def audio_samples(self, message: Incoming) -> int:
+        return _base64_samples(message, "data") if self.droppable(message) else 0
 
     def droppable(self, message: Incoming) -> bool:
         """True only for a ``serverContent`` that carries nothing but ``inlineData`` audio parts."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import binascii
+import re
 from collections import OrderedDict
 from typing import Any
 
@@ -30,6 +31,21 @@ def pcm_from_base64(text: str) -> bytes:
     if not pcm:
         raise ValueError("no base64 data in it")
     return pcm[:-1] if len(pcm) % 2 else pcm
+
+
+def base64_samples(message: Incoming, key: str) -> int:
+    """PCM16 samples in the base64 string value of ``key`` (e.g. ``delta``) in a JSON message,
+    counted from its length (a regex search, no decoding): for dropped audio."""
+    text = message if isinstance(message, str) else text_of(message)
+    if not isinstance(text, str):
+        return 0
+    m = re.compile(rf'"{re.escape(key)}"\s*:\s*"([A-Za-z0-9+/=]*)"').search(text)
+    if m is None:
+        return 0
+    b64 = m.group(1)
+    n = len(b64)
+    pad = len(b64) - len(b64.rstrip("="))
+    return max(0, n * 3 // 4 - pad) // 2
 
 
 def text_of(message: Incoming) -> str | ProtocolErrorEvent:

@@ -96,6 +96,7 @@ from .base import Capabilities, Codec, Incoming, Message, SessionConfig
 from .jsonwire import Bounded as _Bounded
 from .jsonwire import Counter as _Counter
 from .jsonwire import b64 as _b64
+from .jsonwire import base64_samples as _base64_samples
 from .jsonwire import message as _message
 from .jsonwire import pcm_from_base64 as _pcm_from_base64
 from .jsonwire import text_of as _text_of
@@ -330,6 +331,9 @@ class OpenAIRealtimeCodec(Codec):
             head = raw.decode("latin-1")
         m = _TYPE_PREFIX.search(head)
         return m is not None and m.group(1) in AUDIO_DELTA_TYPES
+
+    def audio_samples(self, message: Incoming) -> int:
+        return _base64_samples(message, "delta") if self.droppable(message) else 0
 
     def decode(self, message: Incoming) -> list[Event]:
         """Events of one server event. Never raises: bad input becomes ``ProtocolErrorEvent``."""

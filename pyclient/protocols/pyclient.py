@@ -12,7 +12,16 @@ from typing import Any
 
 from ..demux import Demux
 from ..events import Event, ProtocolErrorEvent
-from ..frames import DEFAULT_MAX_PAYLOAD, HEADER, HEADER_SIZE, ByteSource, BytesSource, Kind, Sequencer
+from ..frames import (
+    AUDIO_META_SIZE,
+    DEFAULT_MAX_PAYLOAD,
+    HEADER,
+    HEADER_SIZE,
+    ByteSource,
+    BytesSource,
+    Kind,
+    Sequencer,
+)
 from ..playback import PlaybackPosition
 from ..tools import DEFAULT_OPEN_CALL_TIMEOUT, ToolOutcome
 from .base import Capabilities, Codec, Incoming, Message, SessionConfig
@@ -54,6 +63,10 @@ class PyclientCodec(Codec):
 
     def droppable(self, message: Incoming) -> bool:
         return self.audio_seq(message) is not None
+
+    def audio_samples(self, message: Incoming) -> int:
+        n = len(message)
+        return max(0, n - HEADER_SIZE - AUDIO_META_SIZE) // 2 if self.audio_seq(message) is not None else 0
 
     def classify(self, message: Incoming) -> tuple[bool, int | None]:
         seq = self.audio_seq(message)

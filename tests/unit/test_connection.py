@@ -124,3 +124,34 @@ def test_unknown_types_and_bad_json_are_counted_never_fatal() -> None:
     st = conn.stats()
     assert st["ignored"] == 1 and st["malformed"] >= 1
     assert st["ignored_types"] == {"response.brand_new_thing": 1}
+
+
+@pytest.mark.parametrize("samples", [480, 479, 1])
+def test_each_codec_counts_the_samples_of_audio_it_would_drop(samples: int) -> None:
+    """The classic transport's bounded queue counts dropped samples through the codec: the
+    count matches what decoding the message would have played, in every protocol."""
+    import base64
+
+    from pyclient.events import AudioChunk
+
+    pcm = bytes(range(256)) * (samples * 2 // 256) + bytes(samples * 2 % 256)
+    b64 = base64.b64encode(pcm).decode()
+    messages = {
+        "pyclient": Sequencer().audio(pcm, sample_rate=24000, item_id=1),
+        "openai-realtime": json.dumps(
+            {"type": "response.output_audio.delta", "response_id": "r", "item_id": "i", "delta": b64}
+        ),
+        "gemini-live": json.dumps(
+            {
+                "serverContent": {
+                    "modelTurn": {"parts": [{"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": b64}}]}
+                }
+            }
+        ),
+    }
+    for name, message in messages.items():
+        codec = get_codec(name)
+        assert codec.droppable(message), name
+        decoded = sum(e.samples for e in codec.decode(message) if isinstance(e, AudioChunk))
+        assert codec.audio_samples(message) == decoded == samples, name
+    assert get_codec("openai-realtime").audio_samples('{"type":"response.output_text.delta","delta":"QUJD"}') == 0
