@@ -11,6 +11,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "web"))
 import demo_tools
 
+from .aio import run
+
 
 def test_calculator_does_arithmetic() -> None:
     assert demo_tools.calculator("17 * 23") == 391
@@ -54,8 +56,7 @@ def test_calculator_still_computes_large_but_bounded_numbers() -> None:
 
 
 def test_slow_lookup_is_async_and_bounded() -> None:
-    import asyncio
-
-    assert asyncio.run(demo_tools.slow_lookup("x", 0)) == "no results for 'x'"
+    # In a thread of its own (tests/unit/aio.py): the browser tests may own this thread's loop.
+    assert run(demo_tools.slow_lookup("x", 0)) == "no results for 'x'"
     with pytest.raises(ValueError, match="limit is 30"):
-        asyncio.run(demo_tools.slow_lookup("x", 31))
+        run(demo_tools.slow_lookup("x", 31))
