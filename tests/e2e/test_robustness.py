@@ -41,6 +41,7 @@ def test_the_microphone_is_released_when_the_connection_drops(demo: Demo) -> Non
     assert s["state"] == "error" and s["close"]["code"] == 1006
     assert_mic_released(s)
     assert s["proxies"] == 1
+    demo.watch.forgive_socket_error("drop_after=")  # seen once in Firefox under load
     demo.watch.assert_clean()
 
 
@@ -104,8 +105,7 @@ def test_a_failed_connect_leaks_no_proxies(demo: Demo, transport: str, browser_n
     s = demo.wait_ended()
     assert s["state"] == "error"
     assert s["proxies"] == 1, "only window.pyclientStats is left"
-    # Firefox reports the refused socket itself as a page error; anything else is ours.
-    demo.watch.page_errors = [e for e in demo.watch.page_errors if "/no-such-socket" not in e]
+    demo.watch.forgive_socket_error("/no-such-socket")
     demo.watch.assert_clean()
 
 
