@@ -529,7 +529,12 @@ class OpenAIRealtimeSession(EmulatedSession):
                 ],
             }
         )
-        if resp.calls:
+        if resp.calls and status == "cancelled":
+            # A cancelled response's calls are not waited for: the user spoke over them, the
+            # next response answers the user (a client withdraws calls it had not answered).
+            for call_id in resp.calls:
+                self._pending.pop(call_id, None)
+        elif resp.calls:
             self.needs_create = True
             self.prev_calls = list(resp.calls)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .approval import ApprovalQueue, ApprovalRequest
 from .demux import Demux
 from .errors import (
     FrameTooLarge,
@@ -41,6 +42,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "ApprovalQueue",
+    "ApprovalRequest",
     "Channel",
     "Client",
     "Demux",

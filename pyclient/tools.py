@@ -18,6 +18,8 @@ sent back to the server as a failed tool result; nothing is silently dropped:
 ``timeout``              the function ran longer than its timeout
 ``tool_error``           the function raised
 ``result_not_json``      the function returned something JSON cannot encode
+``denied_by_user``       a tool that needs approval was denied (``pyclient.approval``)
+``approval_timeout``     nobody decided within the tool's ``approval_timeout``
 =======================  ===========================================================
 """
 
@@ -266,6 +268,8 @@ class Tool:
     fn: Callable[..., Any]
     description: str
     timeout: float
+    needs_approval: bool | Callable[[ToolCallReady], bool] = False  # see pyclient.approval
+    approval_timeout: float | None = None  # seconds a call may wait for a decision
 
     @property
     def signature(self) -> inspect.Signature:
@@ -298,8 +302,15 @@ class ToolRegistry:
         name: str | None = None,
         description: str | None = None,
         timeout: float = DEFAULT_TOOL_TIMEOUT,
+        needs_approval: bool | Callable[[ToolCallReady], bool] = False,
+        approval_timeout: float | None = None,
     ) -> Any:
-        """Register ``fn`` (usable bare, ``@register``, or with options, ``@register(name=...)``)."""
+        """Register ``fn`` (usable bare, ``@register``, or with options, ``@register(name=...)``).
+
+        ``needs_approval``: True, or a policy ``lambda call: ...`` (a ``ToolCallReady``), makes
+        each call wait for a person's decision before it runs (``pyclient.approval``);
+        ``approval_timeout`` (s) denies a call nobody decided on in time.
+        """
 
         def add(f: Callable[..., Any]) -> Callable[..., Any]:
             tool_name = name or f.__name__
@@ -307,8 +318,12 @@ class ToolRegistry:
                 raise UsageError(f"a tool named {tool_name!r} is already registered")
             if timeout <= 0:
                 raise UsageError(f"timeout must be positive, got {timeout}")
+            if approval_timeout is not None and approval_timeout <= 0:
+                raise UsageError(f"approval_timeout must be positive, got {approval_timeout}")
+            if not isinstance(needs_approval, bool) and not callable(needs_approval):
+                raise UsageError(f"needs_approval must be True, False or a callable, got {needs_approval!r}")
             desc = description if description is not None else inspect.getdoc(f) or ""
-            self._tools[tool_name] = Tool(tool_name, f, desc, timeout)
+            self._tools[tool_name] = Tool(tool_name, f, desc, timeout, needs_approval, approval_timeout)
             return f
 
         return add(fn) if fn is not None else add
@@ -389,6 +404,7 @@ class ToolExecutor:
         self.registry = registry
         self._slots = asyncio.Semaphore(max_concurrent)
         self._schemas: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {}
+        self.executed = 0  # tool functions actually called (a denied or invalid call never is)
 
     def _validate(self, tool: Tool, arguments: dict[str, Any]) -> list[str]:
         """Check the arguments against the JSON Schema of the tool's signature (the schema the
@@ -399,6 +415,19 @@ class ToolExecutor:
         if cached is None or cached[0] is not tool.fn:
             cached = self._schemas[tool.name] = (tool.fn, tool_schema(tool.fn))
         return validate(arguments, cached[1])
+
+    def check(self, call: ToolCallReady) -> dict[str, str] | None:
+        """The error a call would fail with before running (unknown tool, arguments that do
+        not fit), or None: a call that cannot run is answered at once, nobody is asked."""
+        try:
+            self._prepare(call)
+        except ToolError as exc:
+            return _safe_error(exc.payload)
+        return None
+
+    def refused(self, call: ToolCallReady, error: dict[str, str]) -> ToolOutcome:
+        """The outcome of a call that was not allowed to run (denied, or not decided in time)."""
+        return self._outcome(call, time.perf_counter(), _Timing(), error=error)
 
     async def execute(self, call: ToolCallReady | ToolCallInvalid, max_payload: int | None = None) -> ToolOutcome:
         """Run ``call``; ``max_payload`` is the largest tool-result payload the peer accepts."""
@@ -442,7 +471,7 @@ class ToolExecutor:
             timing.over_timeout,
         )
 
-    async def _run(self, call: ToolCallReady, timing: _Timing) -> Any:
+    def _prepare(self, call: ToolCallReady) -> tuple[Tool, inspect.BoundArguments]:
         tool = self.registry.get(call.name)
         if tool is None:
             raise ToolError("unknown_tool", f"no tool named {call.name!r} is registered")
@@ -450,9 +479,13 @@ class ToolExecutor:
         if problems:
             raise ToolError("invalid_arguments", f"{call.name}: {'; '.join(problems)}")
         try:
-            bound = tool.signature.bind(**call.arguments)
+            return tool, tool.signature.bind(**call.arguments)
         except TypeError as exc:
             raise ToolError("invalid_arguments", f"{call.name}: {exc}") from exc
+
+    async def _run(self, call: ToolCallReady, timing: _Timing) -> Any:
+        tool, bound = self._prepare(call)
+        self.executed += 1
         t0 = time.perf_counter()
         try:
             value = tool.fn(*bound.args, **bound.kwargs)

@@ -92,9 +92,19 @@ async def slow_lookup(query: str, seconds: float = 2.0) -> str:
     return f"no results for {query!r}"
 
 
-def register(registry: Any) -> None:
-    """Register the demo tools on a ``pyclient.ToolRegistry``."""
-    registry.register(clock)
-    registry.register(calculator)
-    registry.register(repeat)
-    registry.register(slow_lookup, timeout=MAX_LOOKUP_SECONDS + 5)
+def register(registry: Any, approve: frozenset[str] = frozenset(), approval_timeout: float | None = None) -> None:
+    """Register the demo tools on a ``pyclient.ToolRegistry``; those named in ``approve`` wait
+    for a person's approval (denied after ``approval_timeout`` s, if given)."""
+    unknown = approve - {"clock", "calculator", "repeat", "slow_lookup"}
+    if unknown:
+        raise ValueError(f"approve names tools the demo does not have: {', '.join(sorted(unknown))}")
+
+    def add(fn: Any, **options: Any) -> None:
+        if fn.__name__ in approve:
+            options.update(needs_approval=True, approval_timeout=approval_timeout)
+        registry.register(fn, **options)
+
+    add(clock)
+    add(calculator)
+    add(repeat)
+    add(slow_lookup, timeout=MAX_LOOKUP_SECONDS + 5)

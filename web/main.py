@@ -1,7 +1,8 @@
 """The demo page, built on pyclient's public API only.
 
-Query parameters for the page: ``protocol`` (pyclient | openai-realtime | gemini-live; the
-dev server emulates all three, and ``POST /session`` mints the token for the other two),
+Query parameters for the page: ``protocol`` (pyclient | openai-realtime | gemini-live |
+pipecat; the dev server emulates the first three, and ``POST /session`` mints the token for
+OpenAI and Gemini; a Pipecat bot is your own, given by ``url``),
 ``url`` (any server's socket, e.g. ``ws://127.0.0.1:8765/ws`` for your own bot; no token is
 fetched then), ``scenario`` (chat | voice | flood | faults | upload | hostile),
 ``transport`` (auto | websocketstream | websocket), ``audio`` (auto | sab | postmessage),
@@ -11,7 +12,9 @@ default: offered on every transport, the server picks), ``context_rate=device`` 
 through the worklet's resampler), ``prebuffer_ms``, ``send_high_kb``/``send_low_kb`` (send
 watermarks), ``tool_call_timeout`` (s a streamed tool call may stay unfinished),
 ``drain_timeout`` (s to send what is owed after ``done``), ``ws_path`` (another socket path
-than ``/ws``), ``autostart=1`` to connect on load. Every other parameter (turns, seconds, mb,
+than ``/ws``), ``approve`` (demo tools that wait for the user's approval, comma-separated:
+``approve=calculator``), ``approval_timeout`` (s before an undecided call is denied),
+``max_pending_approvals``, ``autostart=1`` to connect on load. Every other parameter (turns, seconds, mb,
 credit, ...) is passed on to the socket.
 """
 
@@ -42,6 +45,9 @@ PAGE_PARAMS = (
     "tool_call_timeout",
     "drain_timeout",
     "ws_path",
+    "approve",
+    "approval_timeout",
+    "max_pending_approvals",
 )
 THROTTLED_SPEED = 0.25
 READOUT_MS = 250
@@ -146,11 +152,20 @@ async def connect():
         options["tool_call_timeout"] = float(param("tool_call_timeout"))
     if param("drain_timeout"):
         options["drain_timeout"] = float(param("drain_timeout"))
+    if param("max_pending_approvals"):
+        options["max_pending_approvals"] = int(param("max_pending_approvals"))
+    approve = frozenset(name.strip() for name in param("approve", "").split(",") if name.strip())
+    approval_timeout = float(param("approval_timeout")) if param("approval_timeout") else None
     audio = param("audio", "auto")
     protocol = ui["protocol"].value
     url = param("url")
     if protocol == "pyclient":
         target, token = url or ws_url(), None
+    elif protocol == "pipecat":
+        if not url:
+            set_status("error: a Pipecat bot needs its socket in ?url=ws://host:port", "error")
+            return
+        target, token = url, None
     else:
         # A server given by URL is used as it is; else the page's token endpoint says where.
         target, token = url, (None if url else (lambda: mint_session(protocol)))
@@ -165,7 +180,11 @@ async def connect():
         playback_speed=current["speed"],
         **options,
     )
-    demo_tools.register(client.tools)
+    try:
+        demo_tools.register(client.tools, approve=approve, approval_timeout=approval_timeout)
+    except ValueError as exc:
+        set_status(f"error: {exc}", "error")
+        return
     current["client"] = client
     set_buttons(True)
     set_status("connecting…")

@@ -73,6 +73,11 @@ class AudioSink:
         self.cuts: deque[dict[str, Any]] = deque(maxlen=MAX_REMEMBERED_CUTS)
         self._played_before = 0  # samples played by players already closed (rate changes)
         self._checksum_before = 0  # their running checksum, continued by the live player
+        # Called when playback waits on an AudioContext that is not running (Safari starts
+        # one suspended until a user gesture resumes it): the page must show a control.
+        self.on_suspended: Any = None
+        self._running_seen = False  # of the current player's context
+        self._suspended_reported = False
 
     async def _start(self, rate: int) -> None:
         if self._module is None:
@@ -95,8 +100,20 @@ class AudioSink:
             contextRate=self.context_rate,
         )
         self.player = await self._module.createPlayer(opts)
+        self._running_seen = self._suspended_reported = False
         self.player.setSpeed(self.speed)
         self.rate = rate
+
+    @property
+    def context_state(self) -> str | None:
+        """``suspended``, ``running`` or ``closed`` (None: no AudioContext yet)."""
+        return str(self.player.ctx.state) if self.player is not None else None
+
+    def resume(self) -> Any:
+        """Start a suspended AudioContext; returns its ``resume()`` promise (None: no context
+        yet). Browsers that require a user gesture (Safari, on every platform) allow it only
+        from one: call this synchronously from a click handler."""
+        return self.player.ctx.resume() if self.player is not None else None
 
     async def write(self, chunk: AudioChunk) -> None:
         self.frames_received += 1
@@ -127,6 +144,24 @@ class AudioSink:
         self.samples_received += total
         if chunk.final:
             player.endItem()
+        if not self._running_seen:
+            self._check_running(player)
+
+    def _check_running(self, player: Any) -> None:
+        """Until this context is seen running (then never again: two FFI reads per chunk until
+        then): once the prebuffer is full, a context still ``suspended`` will not play until the
+        page resumes it from a user gesture (Safari); ``on_suspended`` says so, once."""
+        state = player.ctx.state
+        if state == "running":
+            self._running_seen = True
+        elif (
+            state == "suspended"
+            and not self._suspended_reported
+            and self.on_suspended is not None
+            and player.fill() >= self.prebuffer_ms * self.rate / 1000
+        ):
+            self._suspended_reported = True
+            self.on_suspended()
 
     def set_speed(self, factor: float) -> None:
         """Consume at ``factor`` x real time (0 < factor <= 1): simulates a slow device."""
@@ -204,6 +239,8 @@ class AudioSink:
             "prebuffer_ms": self.prebuffer_ms,
             "cuts": list(self.cuts),
             "error": self.error,
+            "context_state": None,
+            "context_rate": None,
         }
         if self.player is not None:
             live = self.player.stats().to_py()

@@ -30,6 +30,8 @@ from typing import Any
 import js
 from pyodide.ffi import JsException
 
+from ..approval import APPROVED, CANCELLED, DEFAULT_MAX_PENDING_APPROVALS, ApprovalQueue, ApprovalRequest, ask
+from ..approval import needs_approval as _policy_says
 from ..connection import Connection, State
 from ..errors import PyclientError, TransportError, UsageError
 from ..events import (
@@ -60,10 +62,11 @@ from ..frames import DEFAULT_MAX_PAYLOAD
 from ..protocols import PROTOCOLS, Message, SessionConfig, get_codec
 from ..schema import spec_for
 from ..tools import DEFAULT_OPEN_CALL_TIMEOUT, ToolExecutor, ToolOutcome, ToolRegistry
+from .approval import ApprovalDialog
 from .audio import DEFAULT_PREBUFFER_MS, DEFAULT_RING_CAPACITY, AudioSink
 from .jsutil import ArrayBufferSource, ProxyOwner, js_object, to_js_plain
 from .mic import MicUplink
-from .render import TokenRenderer, ToolCards, resolve_element
+from .render import AudioUnlock, TokenRenderer, ToolCards, resolve_element
 from .transport import WEBSOCKET, choose_transport, make_transport
 
 DEFAULT_ASSETS_URL = "/pyclient/browser/js/"
@@ -117,6 +120,10 @@ def _codec_options(protocol: str, options: dict[str, Any]) -> dict[str, Any]:
     """The codec's own constructor options among the Client's."""
     if protocol == "pyclient":
         return {"max_payload": options["max_payload"], "open_call_timeout": options["tool_call_timeout"]}
+    if protocol == "pipecat":
+        from .. import __version__
+
+        return {"library_version": __version__}
     out: dict[str, Any] = {"model": options["model"]}
     if protocol == "openai-realtime":
         out["allow_long_lived_key"] = options["allow_long_lived_key"]
@@ -148,6 +155,7 @@ class Client:
         prebuffer_ms: float = DEFAULT_PREBUFFER_MS,
         playback_speed: float = 1.0,
         audio_context_rate: str = "stream",
+        audio_unlock: bool = True,
         credit: bool | str = True,
         credit_window: int = DEFAULT_CREDIT_WINDOW,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
@@ -156,6 +164,7 @@ class Client:
         send_high: int = DEFAULT_SEND_HIGH,
         send_low: int = DEFAULT_SEND_LOW,
         max_pending_tools: int = 16,
+        max_pending_approvals: int = DEFAULT_MAX_PENDING_APPROVALS,
         max_tool_cards: int = 100,
         drain_timeout: float = DEFAULT_DRAIN_TIMEOUT_S,
         setup_timeout: float = DEFAULT_SETUP_TIMEOUT_S,
@@ -208,7 +217,17 @@ class Client:
         )
         if self.audio is not None and playback_speed != 1.0:
             self.audio.set_speed(playback_speed)
+        self._transcript_element = self.renderer.element
+        self._unlock: AudioUnlock | None = None
+        self.audio_blocked = 0  # times playback waited for a user gesture to start the audio
+        if self.audio is not None:
+            self.audio.on_suspended = self._audio_suspended if audio_unlock else self._count_blocked
         self.executor = ToolExecutor(self.tools)
+        self.approvals = ApprovalQueue(max_pending_approvals)
+        self.approvals.on_change(self._on_approval_change)
+        self._approval_callback: Callable[[ApprovalRequest], Any] | None = None
+        self._dialog: ApprovalDialog | None = None  # made when the first call needs it
+        self._tool_cards_element = resolve_element(tool_cards)
         self.mic = MicUplink(self._send, assets_url, self.codec)
         self.transport: Any = None
         self.transport_name: str | None = None
@@ -261,8 +280,34 @@ class Client:
         return self.conn.peer_max_payload
 
     def tool(self, fn: Callable[..., Any] | None = None, **options: Any) -> Any:
-        """Register a tool: ``@client.tool`` or ``@client.tool(name=..., timeout=...)``."""
+        """Register a tool: ``@client.tool`` or ``@client.tool(name=..., timeout=...,
+        needs_approval=True, approval_timeout=60)``; see ``ToolRegistry.register``."""
         return self.tools.register(fn, **options)
+
+    def enable_audio(self) -> bool:
+        """Resume audio playback; call it synchronously from a user gesture (a click handler)
+        in browsers that require one (Safari). With ``audio_unlock=True`` (the default) the
+        client shows its own "Click to enable audio" button when needed. Returns whether
+        there was an audio context to resume."""
+        return self.audio is not None and self.audio.resume() is not None
+
+    def _count_blocked(self) -> None:
+        self.audio_blocked += 1
+
+    def _audio_suspended(self) -> None:
+        """Playback is ready but the AudioContext waits for a user gesture: never silently."""
+        self.audio_blocked += 1
+        if self._unlock is None or not self._unlock.shown:
+            self._unlock = AudioUnlock(self.audio.player.ctx, anchor=self._transcript_element)
+
+    def on_approval(self, callback: Callable[[ApprovalRequest], Any] | None) -> None:
+        """Decide tool calls that need approval with the page's own UI instead of the
+        built-in dialog. ``callback(request)`` gets an ``ApprovalRequest`` (``call_id``,
+        ``name``, ``arguments``, ``timeout``) and either returns the decision (True or False,
+        or an awaitable of one) or returns None and calls ``request.approve()`` /
+        ``request.deny(reason)`` later. A callback that raises denies the call. None
+        restores the built-in dialog for calls that arrive afterwards."""
+        self._approval_callback = callback
 
     def on_event(self, callback: Callable[[Event], Any]) -> None:
         """Call ``callback(event)`` for every event after its sink accepted it."""
@@ -371,6 +416,8 @@ class Client:
             self.transport.close(code, reason)
         if self.audio is not None:
             await self.audio.close()
+        if self._unlock is not None:
+            self._unlock.close()  # nothing is left to play
         try:
             await asyncio.wait_for(asyncio.shield(self._closed), 5)
         except TimeoutError:
@@ -423,6 +470,8 @@ class Client:
         t = self.transport
         receive = t.receive_stats() if t is not None else {}
         audio = self.audio.stats() if self.audio is not None else {"mode": None}
+        audio["blocked"] = self.audio_blocked  # times playback waited for a user gesture
+        audio["unlock_shown"] = self._unlock is not None and self._unlock.shown
         by_kind = wire.get("frames_by_kind", {})
         return {
             "transport": self.transport_name,
@@ -453,7 +502,9 @@ class Client:
                 "blocking_ms": round(self.tool_blocking_ms, 3),
                 "blocking_ms_max": round(self.tool_blocking_ms_max, 3),
                 "over_timeout": self.tool_over_timeout,
+                "executed": self.executor.executed,
                 "cards": self.cards.count,
+                **self.approvals.stats(),
                 "registered": [tool["name"] for tool in self.tools.describe()],
             },
             "audio": audio,
@@ -569,11 +620,18 @@ class Client:
                 self.cards.cancelled(call_id)  # only a card still running says so
         elif isinstance(event, (ToolCallReady, ToolCallInvalid)):
             self.tool_calls += 1
-            # Bounded: at most max_pending_tools calls run at once; the stream waits for a slot.
-            while len(self._tool_tasks) >= self._options["max_pending_tools"]:
-                self._tool_slot.clear()
-                await self._tool_slot.wait()
-            task = asyncio.ensure_future(self._run_tool(event))
+            request = None
+            if isinstance(event, ToolCallReady) and self._needs_approval(event):
+                # Waiting for a person never stalls the stream; only a full queue does.
+                await self.approvals.wait_for_room()
+                self.cards.awaiting(event.call_id, event.name)
+                request = self.approvals.add(event, self.tools.get(event.name).approval_timeout)
+            else:
+                # Bounded: at most max_pending_tools calls run at once; the stream waits for a slot.
+                while len(self._tool_tasks) - len(self.approvals) >= self._options["max_pending_tools"]:
+                    self._tool_slot.clear()
+                    await self._tool_slot.wait()
+            task = asyncio.ensure_future(self._run_tool(event, request))
             self._tool_tasks[event.call_id] = task
             task.add_done_callback(lambda _t, call_id=event.call_id: self._tool_done(call_id))
 
@@ -581,11 +639,44 @@ class Client:
         self._tool_tasks.pop(call_id, None)
         self._tool_slot.set()
 
-    async def _run_tool(self, call: ToolCallReady | ToolCallInvalid) -> None:
+    def _needs_approval(self, call: ToolCallReady) -> bool:
+        """Ask a person only for a call that could run: one that would fail anyway (unknown
+        tool, arguments that do not fit) is answered at once."""
+        tool = self.tools.get(call.name)
+        if tool is None or tool.needs_approval is False:
+            return False
+        return _policy_says(tool.needs_approval, call) and self.executor.check(call) is None
+
+    def _on_approval_change(self, request: ApprovalRequest) -> None:
+        """A request was added (show it: the page's callback or the built-in dialog) or
+        decided (the dialog lets it go)."""
+        if not request.pending:
+            if self._dialog is not None:
+                self._dialog.remove(request)
+            return
+        if self._approval_callback is None:
+            if self._dialog is None:
+                self._dialog = ApprovalDialog(self.approvals, anchor=self._tool_cards_element)
+            self._dialog.add(request)
+            return
+        self._spawn(ask(request, self._approval_callback))
+
+    async def _run_tool(self, call: ToolCallReady | ToolCallInvalid, request: ApprovalRequest | None = None) -> None:
         # The executor checks that the result encodes, and fits what the server accepts;
         # otherwise the server gets a structured error result instead (never nothing).
         try:
-            outcome: ToolOutcome = await self.executor.execute(call, max_payload=self.peer_max_payload)
+            if request is None:
+                outcome: ToolOutcome = await self.executor.execute(call, max_payload=self.peer_max_payload)
+            else:
+                decision = await self.approvals.decision(request)
+                if decision == CANCELLED:  # the connection ended while it waited
+                    self.cards.cancelled(call.call_id, why=request.reason)
+                    return
+                if decision == APPROVED:
+                    self.cards.approved(call.call_id)
+                    outcome = await self.executor.execute(call, max_payload=self.peer_max_payload)
+                else:  # denied, or nobody decided in time: nothing runs, the server is told why
+                    outcome = self.executor.refused(call, request.error() or {})
         except asyncio.CancelledError:
             return  # the server withdrew the call (Gemini toolCallCancellation): no result is sent
         if not outcome.ok:
@@ -709,7 +800,8 @@ class Client:
         me = asyncio.current_task()
         parts = []
         if self._tool_tasks:
-            parts.append(f"{len(self._tool_tasks)} tool result(s)")
+            waiting = f" ({len(self.approvals)} awaiting approval)" if len(self.approvals) else ""
+            parts.append(f"{len(self._tool_tasks)} tool result(s){waiting}")
         if self._cuts:
             parts.append(f"{len(self._cuts)} playback report(s)")
         others = len([t for t in self._background if t is not me and t not in self._cuts])
@@ -747,6 +839,7 @@ class Client:
         self._pipe_owner.close()  # the pipe will not call the transform again
         self._expiry.cancel()
         await self.mic.abort()  # whatever ended the stream, the device is released now
+        self.approvals.cancel_all("the connection ended")  # nobody is left to answer
         for event in self.conn.finish():
             if isinstance(event, TextDelta):
                 await self.renderer.write(event.text)
@@ -769,6 +862,10 @@ class Client:
         else:
             self._fail(error)
         self.renderer.close()
+        self.approvals.cancel_all("the connection ended")
+        if self._dialog is not None:
+            self._dialog.close()
+            self._dialog = None
         if self.transport is not None:
             self.transport.dispose()
         if not self._closed.done():

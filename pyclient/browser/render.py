@@ -17,6 +17,10 @@ DEFAULT_MAX_PENDING_CHARS = 64 * 1024
 FALLBACK_FLUSH_MS = 100  # requestAnimationFrame does not run in hidden tabs
 DEFAULT_MAX_TOOL_CARDS = 100
 MAX_RESULT_PREVIEW_CHARS = 4000  # a card shows the start of a large result
+REFUSALS = {  # calls that never ran: what their card says
+    "denied_by_user": "denied · did not run · error result sent",
+    "approval_timeout": "not approved in time · did not run · error result sent",
+}
 
 
 def resolve_element(target: Any) -> Any:
@@ -144,13 +148,27 @@ class ToolCards:
         if c is not None:
             c["args"].append(js.document.createTextNode(delta))
 
-    def cancelled(self, call_id: str, ran: bool = False) -> None:
+    def awaiting(self, call_id: str, name: str) -> None:
+        """The call's arguments are complete and it waits for a person's decision."""
+        if call_id not in self._cards:
+            self.started(call_id, name)
+        self._status(call_id, "awaiting", "awaiting approval")
+
+    def approved(self, call_id: str) -> None:
+        self._status(call_id, "running", "approved · running")
+
+    def cancelled(self, call_id: str, ran: bool = False, why: str = "cancelled by the server") -> None:
         """The server withdrew the call: the card says so, and that no result was sent. A card
         whose result already went out is left as it is."""
         c = self._cards.get(call_id)
-        if c is not None and (ran or "running" in str(c["card"].className)):
-            c["card"].className = "tool-card cancelled"
-            c["status"].textContent = "cancelled by the server · no result sent"
+        if c is not None and (ran or any(s in str(c["card"].className) for s in ("running", "awaiting"))):
+            self._status(call_id, "cancelled", f"{why} · no result sent")
+
+    def _status(self, call_id: str, cls: str, text: str) -> None:
+        c = self._cards.get(call_id)
+        if c is not None:
+            c["card"].className = "tool-card " + cls
+            c["status"].textContent = text
 
     def finished(self, outcome: Any, payload: Any) -> None:
         """Show a ``ToolOutcome``: status, time (and how long a sync tool blocked the page)."""
@@ -160,6 +178,11 @@ class ToolCards:
             self.started(outcome.call_id, outcome.name)
         c = self._cards[outcome.call_id]
         c["card"].className = "tool-card " + ("ok" if outcome.ok else "failed")
+        kind = (outcome.error or {}).get("type")
+        if kind in REFUSALS:
+            self._status(outcome.call_id, "denied", REFUSALS[kind])
+            c["result"].textContent = json.dumps(payload, ensure_ascii=False)
+            return
         status = f"{'done' if outcome.ok else 'error'} · {outcome.duration_ms:.1f} ms"
         if outcome.sync:
             status += " · sync: blocked the page"
@@ -170,3 +193,54 @@ class ToolCards:
         if len(text) > MAX_RESULT_PREVIEW_CHARS:
             text = text[:MAX_RESULT_PREVIEW_CHARS] + f"… ({len(text):,} characters)"
         c["result"].textContent = text
+
+
+class AudioUnlock:
+    """A "Click to enable audio" button, shown while the AudioContext waits for a user gesture
+    (Safari requires one on every platform; so can any browser's autoplay policy).
+
+    A click resumes the context from inside the gesture. The button leaves as soon as the
+    context runs (its ``statechange``), and its two proxies are destroyed then (or by
+    ``close()``). Placed just before ``anchor`` (the transcript), else at the top of the body.
+    """
+
+    def __init__(self, ctx: Any, anchor: Any = None, on_running: Any = None) -> None:
+        self.ctx = ctx
+        self._on_running = on_running
+        self._owner = ProxyOwner()
+        self.clicks = 0
+        button = js.document.createElement("button")
+        button.type = "button"
+        button.className = "pyclient-audio-unlock"
+        button.textContent = "Click to enable audio"
+        button.setAttribute("aria-live", "polite")
+        button.addEventListener("click", self._owner.proxy(self._click))
+        self._state = self._owner.proxy(self._state_changed)
+        ctx.addEventListener("statechange", self._state)
+        if anchor is not None and anchor.parentNode is not None:
+            anchor.before(button)
+        else:
+            js.document.body.prepend(button)
+        self.button: Any = button
+
+    @property
+    def shown(self) -> bool:
+        return self.button is not None
+
+    def _click(self, *_: Any) -> None:
+        self.clicks += 1
+        self.ctx.resume()  # synchronously, inside the user gesture
+
+    def _state_changed(self, *_: Any) -> None:
+        if self.ctx.state == "running":
+            self.close()
+            if self._on_running is not None:
+                self._on_running()
+
+    def close(self) -> None:
+        if self.button is None:
+            return
+        self.ctx.removeEventListener("statechange", self._state)
+        self.button.remove()
+        self.button = None
+        self._owner.close()

@@ -36,7 +36,9 @@ Rules this codec keeps (where the sources leave a choice):
   (``tool_schemas``, set from ``SessionConfig.tools`` by ``start``): a call that does not fit is
   ``ToolCallInvalid`` with ``invalid_arguments`` and the validator's messages, and nothing runs.
   A call whose response ends (``response.done``) before its item is done is withdrawn
-  (``ToolCallCancelled``): the server holds no complete call to answer.
+  (``ToolCallCancelled``): the server holds no complete call to answer. A response that ends
+  ``cancelled`` (a barge-in) withdraws its complete calls not answered yet too (waiting for the
+  user's approval, or an async tool still running): the user spoke over them.
 * **One response in flight.** ``response.create`` is sent only when no response is in flight (one
   we asked for and the server has not yet created, or one created and not yet done); a request
   made while one is in flight waits and is sent once, when that response is done. Requests
@@ -423,6 +425,16 @@ class OpenAIRealtimeCodec(Codec):
         if state is None:
             state = self._responses[rid] = _Response()
         state.done = True
+        if response.get("status") == "cancelled" and state.pending:
+            # A barge-in cancelled the response: its calls still waiting (for approval, or an
+            # async tool still running) are withdrawn, as Gemini's toolCallCancellation does.
+            # The user spoke over them; answering them would start a stale response.
+            late = tuple(sorted(state.pending))
+            for call_id in late:
+                self._cancelled_calls[call_id] = True
+            state.pending.clear()
+            state.create_requested = True
+            out.append(ToolCallCancelled(late))
         if state.had_calls and not state.pending and not state.create_requested:
             state.create_requested = True
             self._want_create = True

@@ -36,12 +36,13 @@ class Watch:
     """Everything a page did that a test must check: errors and where requests went."""
 
     host: str
+    also_allowed: tuple[str, ...] = ()  # other servers a test points the page at (a Pipecat bot)
     requests: list[str] = field(default_factory=list)
     page_errors: list[str] = field(default_factory=list)
     console_errors: list[str] = field(default_factory=list)
 
     def outside(self) -> list[str]:
-        ok = ("data:", "blob:", f"http://{self.host}/", f"ws://{self.host}/")
+        ok = ("data:", "blob:", f"http://{self.host}/", f"ws://{self.host}/", *self.also_allowed)
         return [u for u in self.requests if not u.startswith(ok)]
 
     def forgive_socket_error(self, marker: str) -> None:

@@ -11,6 +11,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "web"))
 import demo_tools
 
+from pyclient.tools import ToolRegistry
+
 from .aio import run
 
 
@@ -60,3 +62,13 @@ def test_slow_lookup_is_async_and_bounded() -> None:
     assert run(demo_tools.slow_lookup("x", 0)) == "no results for 'x'"
     with pytest.raises(ValueError, match="limit is 30"):
         run(demo_tools.slow_lookup("x", 31))
+
+
+def test_register_marks_the_named_tools_for_approval() -> None:
+    registry = ToolRegistry()
+    demo_tools.register(registry, approve=frozenset({"calculator"}), approval_timeout=5)
+    calc, clock = registry.get("calculator"), registry.get("clock")
+    assert calc.needs_approval is True and calc.approval_timeout == 5
+    assert clock.needs_approval is False and clock.approval_timeout is None
+    with pytest.raises(ValueError, match="launch_rockets"):
+        demo_tools.register(ToolRegistry(), approve=frozenset({"launch_rockets"}))

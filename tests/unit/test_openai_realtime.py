@@ -451,6 +451,26 @@ def test_a_call_whose_response_ends_first_is_withdrawn() -> None:
     assert c.take_outgoing() == []
 
 
+def test_a_cancelled_response_withdraws_its_complete_calls_still_unanswered() -> None:
+    # A barge-in cancels the response while one call waits (for approval, or a slow tool) and
+    # another was answered: only the waiting one is withdrawn, and no response.create follows.
+    c = started_codec()
+    calls = call_events("c1", "i1", "r", '{"city": "Oslo"}') + call_events("c2", "i2", "r", '{"city": "Rome"}')
+    decode_all(c, [created("r"), *calls])
+    assert types_of(c.tool_result(result("c2"))) == ["conversation.item.create"]
+    events = decode_all(c, [done("r", "cancelled")])
+    assert ToolCallCancelled(("c1",)) in events
+    assert c.tool_result(result("c1")) == []  # too late: nothing is sent
+    assert c.take_outgoing() == []
+
+
+def test_a_completed_response_withdraws_nothing() -> None:
+    c = started_codec()
+    events = decode_all(c, [created("r"), *call_events("c1", "i1", "r", '{"city": "Oslo"}'), done("r")])
+    assert not any(isinstance(e, ToolCallCancelled) for e in events)
+    assert types_of(c.tool_result(result("c1"))) == ["conversation.item.create", "response.create"]
+
+
 # --------------------------------------------------------------------------- audio, text, cut
 
 
