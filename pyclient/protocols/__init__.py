@@ -6,6 +6,7 @@ name               module                                      server
 ``pyclient``       ``pyclient.py``  (docs/PROTOCOL.md)          our dev server, pyclient.v1
 ``openai-realtime`` ``openai_realtime.py``                      OpenAI Realtime (GA)
 ``gemini-live``    ``gemini_live.py``                           Gemini Live API
+``pipecat``        ``pipecat.py`` (+ ``protowire.py``)          a Pipecat bot (protobuf + RTVI)
 =================  ==========================================  =============================
 """
 
@@ -21,6 +22,7 @@ _CODECS = {
     "pyclient": ("pyclient.protocols.pyclient", "PyclientCodec"),
     "openai-realtime": ("pyclient.protocols.openai_realtime", "OpenAIRealtimeCodec"),
     "gemini-live": ("pyclient.protocols.gemini_live", "GeminiLiveCodec"),
+    "pipecat": ("pyclient.protocols.pipecat", "PipecatCodec"),
 }
 PROTOCOLS = tuple(_CODECS)
 
