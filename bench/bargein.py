@@ -20,10 +20,11 @@ from urllib.parse import urlencode
 
 from playwright.sync_api import sync_playwright
 
+from devserver import webkit
 from devserver.harness import ROOT, launch_args, start_server
 
 OUT = ROOT / "docs" / "benchmarks"
-CONFIGS = [("chromium", "sab"), ("chromium", "postmessage"), ("firefox", "sab")]
+CONFIGS = [("chromium", "sab"), ("chromium", "postmessage"), ("firefox", "sab"), ("webkit", "postmessage")]
 
 
 def pct(values: list[float], q: float) -> float:
@@ -50,6 +51,33 @@ def run(page: Any, url: str, items: int, after: float) -> dict[str, Any]:
     return page.evaluate("pyclientStats()")
 
 
+def run_webkit(url: str, items: int, after: float) -> dict[str, Any] | None:
+    """The same in WebKitGTK (Selenium; no SharedArrayBuffer there, so postMessage), playing
+    into a private PulseAudio null sink after a real click on "Click to enable audio"."""
+    from selenium.webdriver.common.by import By
+
+    if webkit.missing():
+        print(f"webkit skipped: {webkit.missing()}", flush=True)
+        return None
+    with webkit.display() as display, webkit.audio_output() as env:
+        if not env:
+            print("webkit skipped: no PulseAudio (apt-get install pulseaudio gstreamer1.0-pulseaudio)", flush=True)
+            return None
+        with webkit.session(display, env) as driver:
+            driver.get(url)
+            webkit.enable_audio(driver)
+            played_before = 0
+            for k in range(1, items + 1):
+                webkit.wait_for(
+                    driver,
+                    f"s.audio.playing && s.audio.samples_played > {played_before} + s.audio.sample_rate * {after}",
+                )
+                driver.find_element(By.ID, "interrupt").click()
+                played_before = webkit.wait_for(driver, f"s.audio.cuts.length >= {k}")["audio"]["samples_played"]
+            webkit.wait_for(driver, "s.state === 'closed' && s.audio.ring_fill === 0")
+            return webkit.stats(driver)
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m bench bargein", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -65,11 +93,16 @@ def main(argv: list[str]) -> int:
         with sync_playwright() as p:
             for browser_name, mode in CONFIGS:
                 print(f"{browser_name} / {mode} ...", flush=True)
-                browser = getattr(p, browser_name).launch(**launch_args(browser_name))
-                page = browser.new_page()
                 query = {"autostart": 1, "scenario": "voice", "items": args.items, "seconds": 2.5, "audio": mode}
-                s = run(page, server.url + "?" + urlencode(query), args.items, args.after)
-                browser.close()
+                url = server.url + "?" + urlencode(query)
+                if browser_name == "webkit":
+                    s = run_webkit(url, args.items, args.after)
+                    if s is None:
+                        continue
+                else:
+                    browser = getattr(p, browser_name).launch(**launch_args(browser_name))
+                    s = run(browser.new_page(), url, args.items, args.after)
+                    browser.close()
                 cuts = s["audio"]["cuts"][-args.items :]
                 reported = sum(i["played_samples"] for c in cuts for i in c["items"])
                 lat = [c["latency_wall_ms"] for c in cuts]

@@ -1,124 +1,56 @@
 """WebKit (the Safari engine): the classic-WebSocket fallback and postMessage audio, for real.
 
 Drives Debian's WebKitGTK MiniBrowser through ``WebKitWebDriver`` (Selenium) on a private
-Xvfb display (shared/BROWSERS.md). Runs where those are installed (``./dev test`` installs them
-as root on Debian); elsewhere it is skipped and says why.
+Xvfb display, with a private PulseAudio daemon (a null sink) for it to play into
+(shared/BROWSERS.md). Runs where those are installed (``./dev test`` installs them as root on
+Debian); elsewhere it is skipped and says why.
+
+Like Safari, WebKitGTK starts an AudioContext suspended until a user gesture resumes it: the
+page shows "Click to enable audio" and these tests click it through WebDriver (a real click,
+which is a user gesture; a script's ``click()`` is not).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import select
-import shutil
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 
+from devserver import webkit as webkit_env
 from devserver.harness import Server
 
 pytestmark = pytest.mark.e2e
 
-DRIVER = shutil.which("WebKitWebDriver")
-XVFB = shutil.which("Xvfb")
-MINIBROWSER = next(
-    (str(p) for p in Path("/usr/lib").glob("*/webkit2gtk-4.*/MiniBrowser") if os.access(p, os.X_OK)), None
-)
 TIMEOUT_S = 90  # for a demo session to end
-START_TIMEOUT_S = 20  # for Xvfb to name its display
-DRIVER_TIMEOUT_S = 120  # any one WebDriver HTTP call (the default is no timeout at all)
-
-
-def start_xvfb() -> tuple[subprocess.Popen[bytes], str]:
-    """Xvfb on a free display it picks itself; returns the process and ``:N``.
-
-    ``-displayfd`` writes the number and then a newline: the pipe must stay open until both
-    arrived, else Xvfb dies with "Cannot write display number" (seen here, 1 run in 6), and a
-    WebDriver session on a dead display hangs.
-    """
-    read, write = os.pipe()
-    with tempfile.TemporaryFile() as log:  # not a pipe: nobody drains it while the tests run
-        proc = subprocess.Popen(
-            [XVFB, "-displayfd", str(write), "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
-            pass_fds=(write,),
-            stderr=log,
-        )
-        os.close(write)
-        got = b""
-        deadline = time.monotonic() + START_TIMEOUT_S
-        with os.fdopen(read, "rb", buffering=0) as pipe:
-            while not got.endswith(b"\n") and (left := deadline - time.monotonic()) > 0:
-                if not select.select([pipe], [], [], left)[0]:
-                    break
-                chunk = pipe.read(16)
-                if not chunk:  # Xvfb exited
-                    break
-                got += chunk
-        number = got.decode().strip()
-        if not got.endswith(b"\n") or not number.isdigit() or proc.poll() is not None:
-            proc.kill()
-            proc.wait(10)
-            log.seek(0)
-            err = log.read().decode(errors="replace")
-            raise RuntimeError(f"Xvfb did not start (display {got!r}, exit {proc.returncode}): {err[-2000:]}")
-    return proc, f":{number}"
 
 
 @pytest.fixture(scope="module")
 def display() -> Iterator[str]:
-    if not (DRIVER and XVFB and MINIBROWSER):
-        pytest.skip("WebKitWebDriver, MiniBrowser or Xvfb not installed (apt-get install webkit2gtk-driver xvfb)")
-    proc, name = start_xvfb()
-    try:
+    why = webkit_env.missing()
+    if why:
+        pytest.skip(why)
+    with webkit_env.display() as name:
         yield name
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def audio_output() -> Iterator[dict[str, str]]:
+    with webkit_env.audio_output() as env:
+        yield env
 
 
 @pytest.fixture
-def webkit(display: str) -> Iterator[Any]:
-    from selenium import webdriver
-    from selenium.webdriver.remote.client_config import ClientConfig
-    from selenium.webdriver.remote.remote_connection import RemoteConnection
-    from selenium.webdriver.webkitgtk.options import Options
-    from selenium.webdriver.webkitgtk.service import Service
-
-    opts = Options()
-    opts.binary_location = MINIBROWSER
-    opts.add_argument("--automation")
-    service = Service(DRIVER, env={**os.environ, "DISPLAY": display})
-    service.start()
-    try:
-        # Our own connection, so that every call to the driver has a deadline.
-        config = ClientConfig(remote_server_addr=service.service_url, timeout=DRIVER_TIMEOUT_S)
-        executor = RemoteConnection(client_config=config)
-        driver = webdriver.Remote(command_executor=executor, options=opts)
-    except BaseException:
-        service.stop()
-        raise
-    driver.set_page_load_timeout(TIMEOUT_S)
-    try:
+def webkit(display: str, audio_output: dict[str, str]) -> Iterator[Any]:
+    with webkit_env.session(display, audio_output) as driver:
         yield driver
-    finally:
-        try:
-            driver.quit()
-        finally:
-            service.stop()
 
 
-def stats(driver: Any) -> dict[str, Any] | None:
-    return driver.execute_script("return window.pyclientStats ? pyclientStats() : null")
+stats = webkit_env.stats
+wait_for = webkit_env.wait_for
 
 
 def run_demo(driver: Any, server: Server, **query: Any) -> dict[str, Any]:
@@ -130,6 +62,41 @@ def run_demo(driver: Any, server: Server, **query: Any) -> dict[str, Any]:
             return s
         time.sleep(0.2)
     raise AssertionError(f"session did not end within {TIMEOUT_S} s: {stats(driver)}")
+
+
+def open_demo(driver: Any, server: Server, **query: Any) -> None:
+    driver.get(server.url + "?" + urlencode({"autostart": 1, **query}))
+
+
+def enable_audio(driver: Any) -> dict[str, Any]:
+    """The page asks for a gesture (never silently); click its control as a user would."""
+    s = wait_for(driver, "s.audio.unlock_shown")
+    assert s["audio"]["context_state"] == "suspended" and s["audio"]["blocked"] >= 1
+    label = driver.execute_script("return document.querySelector('button.pyclient-audio-unlock').textContent")
+    assert label == "Click to enable audio"
+    webkit_env.enable_audio(driver)
+    return s
+
+
+def play_out(driver: Any, server: Server) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Click "enable audio" whenever the page asks (each new AudioContext asks again), until the
+    session ended and every sample the server sent has played; client and server stats."""
+    from selenium.webdriver.common.by import By
+
+    deadline = time.monotonic() + TIMEOUT_S
+    sent = None
+    while time.monotonic() < deadline:
+        s = stats(driver)
+        if s and s["audio"].get("unlock_shown"):
+            driver.find_element(By.CSS_SELECTOR, "button.pyclient-audio-unlock").click()
+        elif s and s["state"] in ("closed", "error"):
+            if sent is None:
+                conn = server.wait_closed(s["server"]["connection_id"]) if s["server"].get("connection_id") else None
+                sent = conn["audio_samples_sent"] if conn else None
+            if sent is not None and s["audio"]["samples_played"] >= sent and s["audio"]["ring_fill"] == 0:
+                return s, conn
+        time.sleep(0.1)
+    raise AssertionError(f"audio did not play out within {TIMEOUT_S} s: {stats(driver)}")
 
 
 def assert_local(driver: Any, server: Server) -> None:
@@ -163,4 +130,88 @@ def test_webkit_without_shared_array_buffer_picks_postmessage_audio(webkit: Any,
     # depends on the machine's audio sink; see shared/BROWSERS.md).
     assert a["samples_received"] == conn["audio_samples_sent"]
     assert a["samples_played"] + a["ring_fill"] == conn["audio_samples_sent"]
+    assert_local(webkit, server)
+
+
+def needs_audio_output(audio_output: dict[str, str]) -> None:
+    if not audio_output:
+        pytest.skip("no PulseAudio here (apt-get install pulseaudio gstreamer1.0-pulseaudio): WebKit cannot play")
+
+
+def test_webkit_plays_every_sample_once_the_user_enables_audio(
+    webkit: Any, server: Server, audio_output: dict[str, str]
+) -> None:
+    needs_audio_output(audio_output)
+    # The context at the device's rate (44.1 kHz here; WebKit would accept the stream's own
+    # 24 kHz, the default, which the other tests use): our worklet resamples every sample.
+    open_demo(webkit, server, scenario="voice", seconds=2, context_rate="device")
+    before = enable_audio(webkit)
+    assert before["audio"]["samples_played"] == 0  # nothing played before the gesture
+    s, conn = play_out(webkit, server)
+    a = s["audio"]
+    assert s["state"] == "closed", s["error"]
+    assert a["mode"] == "postmessage" and a["context_state"] == "running" and not a["unlock_shown"]
+    # Integrity: every sample sent played once, in order (checksum over what the worklet rendered).
+    assert a["samples_played"] == conn["audio_samples_sent"] == 48000
+    assert a["checksum"] == conn["audio_checksum"]
+    assert a["samples_flushed"] == 0 and a["samples_discarded"] == 0
+    # "Played" counts stream samples consumed. The context runs at the device rate, so the
+    # worklet's resampler consumed all 48,000 samples while rendering about 88,200 frames (at
+    # 44.1 kHz): at least the stream's length at the context rate, in 128-frame quanta.
+    assert a["context_rate"] != a["sample_rate"] == 24000
+    assert a["quanta"] * 128 >= a["samples_played"] * a["context_rate"] / a["sample_rate"]
+    assert webkit.execute_script("return document.querySelector('button.pyclient-audio-unlock')") is None
+    assert_local(webkit, server)
+
+
+def test_webkit_barge_in_reports_the_exact_position(webkit: Any, server: Server, audio_output: dict[str, str]) -> None:
+    needs_audio_output(audio_output)
+    from selenium.webdriver.common.by import By
+
+    open_demo(webkit, server, scenario="voice", seconds=8)
+    enable_audio(webkit)
+    wait_for(webkit, "s.audio.samples_played > 24000")
+    webkit.find_element(By.ID, "interrupt").click()
+    s = wait_for(webkit, "s.audio.cuts.length === 1")
+    cut = s["audio"]["cuts"][0]
+    assert cut["acked"] and cut["reason"] == "client"
+    assert cut["tail_frames"] < 128  # silent within the render quantum that saw the cut
+    (item,) = cut["items"]
+    s = wait_for(webkit, "s.state === 'closed' || s.state === 'error'")
+    conn = server.wait_closed(s["server"]["connection_id"])
+    a = s["audio"]
+    assert item["played_samples"] == a["samples_played"]  # to the sample: what the worklet consumed
+    assert a["samples_flushed"] > 0
+    assert conn["playback_positions"] == [item]
+    assert conn["audio_samples_sent"] < 8 * 24000
+    assert_local(webkit, server)
+
+
+def test_webkit_rate_change_plays_both_rates(webkit: Any, server: Server, audio_output: dict[str, str]) -> None:
+    needs_audio_output(audio_output)
+    open_demo(webkit, server, scenario="voice", seconds=1, items=2, rates="24000,16000")
+    s, conn = play_out(webkit, server)
+    a = s["audio"]
+    assert s["state"] == "closed", s["error"]
+    assert a["rate_changes"] == 1 and a["sample_rate"] == 16000
+    assert a["samples_played"] == conn["audio_samples_sent"] == 24000 + 16000
+    assert a["checksum"] == conn["audio_checksum"]
+    assert_local(webkit, server)
+
+
+@pytest.mark.parametrize("protocol", ["openai-realtime", "gemini-live"])
+def test_webkit_plays_each_protocol(webkit: Any, server: Server, audio_output: dict[str, str], protocol: str) -> None:
+    needs_audio_output(audio_output)
+    open_demo(webkit, server, protocol=protocol, scenario="voice", seconds=1.5, hangup=0.5)
+    enable_audio(webkit)
+    s = wait_for(webkit, "s.state === 'closed' || s.state === 'error'")
+    assert s["state"] == "closed", s["error"]
+    conns = [c for c in server.stats()["connections"] if c.get("protocol") == protocol]
+    conn = server.wait_closed(conns[-1]["id"])
+    sent = conn["audio_samples_sent"]
+    a = wait_for(webkit, f"s.audio.samples_played >= {sent} && s.audio.ring_fill === 0")["audio"]
+    assert a["samples_played"] == sent == 36000 and a["checksum"] == conn["audio_checksum"]
+    text = webkit.execute_script("return document.getElementById('transcript').textContent")
+    assert hashlib.sha256(text.encode()).hexdigest() == conn["text_sha256"]
+    assert conn["errors"] == [], conn["errors"]
     assert_local(webkit, server)
