@@ -20,7 +20,10 @@ nesting, lone surrogates in each string field, NaN/Infinity, huge numbers and st
 keys, wrong types, missing fields, non-objects) and of the payload bytes (bit flips, inserts,
 deletes, truncation, BOMs, overlong and CESU-8 UTF-8), and messages of 1-3 frames cut anywhere.
 
-The two JSON codecs run the same way (``--only openai`` / ``--only gemini``):
+The protocol codecs run the same way (``--only openai`` / ``--only gemini`` / ``--only pipecat``;
+Pipecat's RTVI messages are JSON inside protobuf ``MessageFrame``s, mutated like the others, and
+its frames are protobuf built by hand: audio of any rate, channel count and length, lying
+lengths, wrong wire types, unknown kinds, bytes mutated after encoding):
 
 * ``OpenAIRealtimeCodec.decode`` / ``GeminiLiveCodec.decode``: one long-lived codec (tools
   registered), one server message per case, ``take_outgoing()`` drained after each. Events of every
@@ -89,6 +92,8 @@ from pyclient.protocols.base import SessionConfig, ToolSpec
 from pyclient.protocols.gemini_live import GeminiLiveCodec
 from pyclient.protocols.jsonwire import MAX_COUNTED_TYPES
 from pyclient.protocols.openai_realtime import OpenAIRealtimeCodec
+from pyclient.protocols.pipecat import PipecatCodec
+from pyclient.protocols.protowire import LEN, Reader, WireError, as_text, len_field, string_field, varint_field
 from pyclient.tools import DEFAULT_MAX_OPEN_BYTES, DEFAULT_MAX_OPEN_CALLS, ToolCallAssembler, ToolOutcome
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"
@@ -1279,8 +1284,8 @@ def gemini_bounds(c: GeminiLiveCodec) -> list[str]:
 def check_cut(codec: Any, positions: list[PlaybackPosition], msgs: list[dict[str, Any]], truncated: dict) -> str:
     """What is wrong with the messages ``cut`` returned ("" if nothing). ``truncated``: item id -> the
     codec's record of the item when it was truncated (an item it forgot and met again may be cut again)."""
-    if isinstance(codec, GeminiLiveCodec):
-        return f"Gemini cut sent {len(msgs)} messages (it has no truncate)" if msgs else ""
+    if isinstance(codec, (GeminiLiveCodec, PipecatCodec)):
+        return f"{type(codec).__name__} cut sent {len(msgs)} messages (no truncate there)" if msgs else ""
     by_page = any(p.reason == "client" for p in positions)
     for m in msgs:
         kind = m.get("type")
@@ -1300,13 +1305,193 @@ def check_cut(codec: Any, positions: list[PlaybackPosition], msgs: list[dict[str
     return ""
 
 
+RTVI_TYPES = [
+    "bot-ready",
+    "bot-llm-started",
+    "bot-llm-text",
+    "bot-llm-stopped",
+    "bot-tts-started",
+    "bot-tts-text",
+    "bot-tts-stopped",
+    "bot-output",
+    "bot-transcription",
+    "llm-raw-text",
+    "tts-raw-text",
+    "bot-started-speaking",
+    "bot-stopped-speaking",
+    "user-started-speaking",
+    "user-stopped-speaking",
+    "bot-interrupted",
+    "user-transcription",
+    "user-input",
+    "metrics",
+    "error",
+    "error-response",
+    "llm-function-call-started",
+    "llm-function-call-in-progress",
+    "llm-function-call-stopped",
+    "server-message",
+    "bot-llm-marker",
+]
+
+
+def _pb_frame(kind: int, body: bytes) -> bytes:
+    return len_field(kind, body)
+
+
+class PipecatGen(JsonGen):
+    """Pipecat protobuf frames: RTVI JSON in MessageFrames (scripted turns and random ones, the JSON
+    mutated like the other codecs'), audio/text/transcription/interruption frames, and protobuf-level
+    damage (bytes mutated after encoding, lying lengths, wrong wire types, unknown kinds)."""
+
+    def call_id(self) -> str:
+        r = self.r
+        if self.calls_seen and self.chance(0.3):
+            return r.choice(self.calls_seen)[0]
+        return r.choice([f"call_{r.randrange(6)}", "", "c" * 300, "x\ud800"])
+
+    def rtvi(self, kind: str, data: Any = None) -> dict[str, Any]:
+        obj: dict[str, Any] = {"label": "rtvi-ai", "type": kind, "id": str(self.fresh())}
+        if data is not None:
+            obj["data"] = data
+        return obj
+
+    def call_event(self) -> dict[str, Any]:
+        r = self.r
+        name = r.choice(["calculator", "get_weather", "lookup", None])
+        data: dict[str, Any] = {"tool_call_id": self.call_id()}
+        if name is not None or self.chance(0.5):
+            data["function_name"] = name
+        if self.chance(0.85):
+            data["arguments"] = self.tool_args(name)
+        return self.rtvi("llm-function-call-in-progress", data)
+
+    def audio(self) -> bytes:
+        r = self.r
+        channels = r.choice([1, 1, 1, 2, 0, 3, 9])
+        rate = r.choice([24000, 24000, 16000, 48000, 8000, 0, 7, 10**6, 2**32 - 1])
+        n = r.randrange(0, 961) * max(1, channels)
+        pcm = r.randbytes(2 * n + (1 if self.chance(0.05) else 0))
+        if self.chance(0.002):
+            pcm = r.randbytes(r.randrange(100_000, 400_000))
+        body = varint_field(1, r.randrange(2**64)) + string_field(2, "OutputAudioRawFrame#1") + len_field(3, pcm)
+        body += varint_field(4, rate) + varint_field(5, channels)
+        if self.chance(0.1):
+            body += varint_field(6, r.randrange(2**64))
+        return _pb_frame(2, body)
+
+    def session_script(self) -> list[Any]:
+        r = self.r
+        text = [self.rtvi("bot-llm-text", {"text": self.word()}) for _ in range(r.randrange(1, 6))]
+        script: list[Any] = [self.rtvi("bot-ready", {"version": "2.2.0"}), self.rtvi("bot-llm-started"), *text]
+        script += [self.rtvi("bot-transcription", {"text": "x"}), self.rtvi("bot-started-speaking")]
+        script += [self.audio() for _ in range(r.randrange(1, 5))]
+        script += [self.rtvi("bot-stopped-speaking"), self.call_event()]
+        script += [self.rtvi("bot-started-speaking"), self.audio(), b"interruption"]
+        script += [self.rtvi("user-started-speaking"), self.rtvi("bot-interrupted")]
+        return script
+
+    def random_event(self) -> Any:
+        r = self.r
+        k = r.randrange(12)
+        if k < 3:
+            return self.audio()
+        if k == 3:
+            return b"interruption"
+        if k == 4:
+            text = self.word().encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+            return _pb_frame(1, string_field(3, text))
+        if k == 5:
+            return _pb_frame(3, string_field(3, "hi") + string_field(4, "u"))
+        if k == 6:
+            return self.call_event()
+        if k == 7:
+            data = {"tool_call_id": self.call_id(), "cancelled": r.choice([True, False, "yes", None])}
+            return self.rtvi("llm-function-call-stopped", data)
+        kind = r.choice(RTVI_TYPES)
+        data = r.choice([None, {"text": self.word()}, {"error": self.word(), "fatal": True}, self.value()])
+        return self.rtvi(kind, data)
+
+    def case(self) -> bytes:  # type: ignore[override]
+        r = self.r
+        if self.chance(0.01):
+            return r.randbytes(r.randrange(64))
+        if self.chance(0.01):
+            return self.word().encode("utf-8", "surrogatepass")  # not protobuf at all
+        event = self.next_event()
+        mutated = self.chance(0.4)
+        if event == b"interruption":
+            data = _pb_frame(5, varint_field(1, 48) + string_field(2, "InterruptionFrame#0"))
+        elif isinstance(event, bytes):
+            data = event
+        else:
+            raws: list[str] = []
+            if mutated and self.chance(0.6):
+                event = self.mutate_tree(event, raws)
+            text = self.serialize(event, raws)
+            if mutated and self.chance(0.2):
+                text = self.mutate_text(text, event)
+            data = _pb_frame(4, len_field(1, text.encode("utf-8", "surrogatepass")))
+        if mutated and self.chance(0.3):
+            k = r.randrange(4)
+            if k == 0:
+                return self.mutate_bytes(data)
+            if k == 1:
+                return bytes([r.randrange(256)]) + data[1:]  # another field number or wire type
+            if k == 2:
+                return data[:1] + varint_field(1, r.randrange(2**35))[1:] + data[2:]  # a lying length
+            return data + data[: r.randrange(len(data) + 1)]  # a second (partial) oneof
+        return data
+
+
+def _pipecat_messages(msgs: Any) -> list[dict[str, Any]] | str:
+    """What the Pipecat codec sent, parsed; a string saying what is wrong if any message is not one
+    well-formed Frame (an RTVI JSON object in a MessageFrame, or 16 kHz mono audio)."""
+    if not isinstance(msgs, list):
+        return f"returned {type(msgs).__name__}, not a list"
+    out: list[dict[str, Any]] = []
+    for m in msgs:
+        if not isinstance(m, bytes):
+            return f"a message of type {type(m).__name__}"
+        try:
+            fields = list(Reader(m).fields())
+            if len(fields) != 1 or fields[0][1] != LEN or fields[0][0] not in (2, 4):
+                return f"not one audio or message Frame: {m[:40]!r}"
+            inner = {n: v for n, _, v in Reader(fields[0][2]).fields()}
+            if fields[0][0] == 2:
+                if inner.get(4) != 16000 or inner.get(5) != 1:
+                    return f"microphone audio at {inner.get(4)} Hz, {inner.get(5)} channel(s)"
+                out.append({"type": "audio"})
+                continue
+            obj = json.loads(as_text(inner.get(1, b""), "data"))
+        except (WireError, ValueError) as exc:
+            return f"a malformed message: {exc}: {m[:80]!r}"
+        if not isinstance(obj, dict) or obj.get("label") != "rtvi-ai":
+            return f"not an RTVI message: {obj!r:.200}"
+        out.append(obj)
+    return out
+
+
+def pipecat_bounds(c: PipecatCodec) -> list[str]:
+    problems = []
+    if len(c._by_type.counts) > MAX_COUNTED_TYPES + 1:
+        problems.append(f"{len(c._by_type.counts)} RTVI types counted")
+    if len(c._calls) > c._calls.limit or len(c._cancelled) > c._cancelled.limit:
+        problems.append("more calls remembered than max_tracked")
+    return problems
+
+
 def run_json_codec(protocol: str, cases: int, seed: int) -> CodecTally:
     if protocol == "openai":
         name, codec, g, bounds = "OpenAIRealtimeCodec", _traced(OpenAIRealtimeCodec)(), OpenAIGen(seed), openai_bounds
         foreign: list[Any] = ["item_unknown", "", 3, None]
-    else:
+    elif protocol == "gemini":
         name, codec, g, bounds = "GeminiLiveCodec", _traced(GeminiLiveCodec)(), GeminiGen(seed), gemini_bounds
         foreign = [0, -1, 10**9, "1", None]
+    else:
+        name, codec, g, bounds = "PipecatCodec", _traced(PipecatCodec)(), PipecatGen(seed), pipecat_bounds
+        foreign = [0, -1, 10**9, "1", None]
+    parse = _pipecat_messages if protocol == "pipecat" else _json_messages
     t = CodecTally(f"{name}.decode")
     codec.start(SessionConfig(tools=FUZZ_TOOLS, instructions="fuzz"), "")
     context: deque[Any] = deque(maxlen=8)
@@ -1319,7 +1504,7 @@ def run_json_codec(protocol: str, cases: int, seed: int) -> CodecTally:
         t.binary_cases += isinstance(msg, bytes)
         try:
             events = codec.decode(msg)
-            outgoing = _json_messages(codec.take_outgoing())
+            outgoing = parse(codec.take_outgoing())
         except Exception as exc:
             t.exceptions += 1
             t.problem(i, "decode", msg, f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=8), list(context))
@@ -1350,7 +1535,7 @@ def run_json_codec(protocol: str, cases: int, seed: int) -> CodecTally:
             for what, arg in calls:
                 t.encoder_calls += 1
                 try:
-                    msgs = _json_messages(getattr(codec, what)(arg))
+                    msgs = parse(getattr(codec, what)(arg))
                     problem = msgs if isinstance(msgs, str) else ""
                     if not problem and what == "cut":
                         problem = check_cut(codec, arg, msgs, truncated)  # type: ignore[arg-type]
@@ -1388,6 +1573,10 @@ def run_gemini(cases: int, seed: int) -> Tally:
     return run_json_codec("gemini", cases, seed)
 
 
+def run_pipecat(cases: int, seed: int) -> Tally:
+    return run_json_codec("pipecat", cases, seed)
+
+
 RUNS: list[tuple[str, Callable[[int, int], Tally]]] = [
     ("message", run_message_mode),
     ("stream", run_stream_mode),
@@ -1395,6 +1584,7 @@ RUNS: list[tuple[str, Callable[[int, int], Tally]]] = [
     ("assembler", run_assembler),
     ("openai", run_openai),
     ("gemini", run_gemini),
+    ("pipecat", run_pipecat),
 ]
 
 
