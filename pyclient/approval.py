@@ -114,6 +114,7 @@ class ApprovalQueue:
         self.cancelled = 0
         self.stalls = 0
         self.listener_errors: list[str] = []
+        self.shut_reason: str | None = None  # set by shut(): nothing is queued any more
 
     @property
     def pending(self) -> list[ApprovalRequest]:
@@ -132,18 +133,30 @@ class ApprovalQueue:
     def on_change(self, listener: Callable[[ApprovalRequest], Any]) -> None:
         self._listeners.append(listener)
 
-    async def wait_for_room(self) -> None:
+    async def wait_for_room(self) -> bool:
         """Return at once while the queue has room; else wait (the one place the stream
-        stalls on approvals), counted in ``stalls``."""
-        if not self.full:
-            return
-        self.stalls += 1
-        while self.full:
-            self._room.clear()
-            await self._room.wait()
+        stalls on approvals), counted in ``stalls``. False: the queue was shut meanwhile (the
+        connection ended): the call cannot be queued, nor answered."""
+        if self.full and self.shut_reason is None:
+            self.stalls += 1
+            while self.full and self.shut_reason is None:
+                self._room.clear()
+                await self._room.wait()
+        return self.shut_reason is None
+
+    def shut(self, reason: str) -> int:
+        """The connection ended: every pending request ends ``cancelled`` and a stalled
+        ``wait_for_room`` returns False. Returns how many were pending."""
+        if self.shut_reason is None:
+            self.shut_reason = reason
+        n = self.cancel_all(reason)
+        self._room.set()
+        return n
 
     def add(self, call: ToolCallReady, timeout: float | None = None) -> ApprovalRequest:
         """Queue ``call`` (call ``wait_for_room`` first: adding to a full queue is a bug)."""
+        if self.shut_reason is not None:
+            raise UsageError(f"approval queue shut: {self.shut_reason}")
         if self.full:
             raise UsageError(f"approval queue full ({self.max_pending} pending)")
         if call.call_id in self._pending:

@@ -2,8 +2,9 @@
 
 A non-modal ``<dialog>`` (the page stays usable: the transcript keeps rendering and the
 Disconnect button keeps working while a call waits), placed just before the tool cards.
-Accessibility: it is labelled by its heading; each pending call is a group named after its
-tool, in arrival order, with buttons whose accessible names are exactly "Approve" and "Deny".
+Accessibility: it is labelled by its heading; the calls are a list in arrival order, each a
+group named after its tool and its place ("calculator, call 2"), with buttons whose accessible
+names are exactly "Approve" and "Deny".
 Focus moves into the dialog when it opens (to the first call's Deny, the safe choice), moves
 to the next call when one is decided, and returns where it was when the dialog closes.
 Escape denies the call that has focus (else the first). Text is only ever ``textContent``.
@@ -32,6 +33,7 @@ class ApprovalDialog:
         self._owner = ProxyOwner()
         self._return_focus: Any = None
         self._entries: dict[str, Any] = {}
+        self._count = 0  # calls shown so far: names calls to the same tool apart
         doc = js.document
         title_id = f"pyclient-approvals-{next(_ids)}"
         self.element = _el("dialog", "pyclient-approvals")
@@ -48,10 +50,12 @@ class ApprovalDialog:
         self.element.addEventListener("keydown", self._owner.proxy(self._on_key))
 
     def add(self, request: ApprovalRequest) -> None:
+        self._count += 1
         item = _el("li", "approval")
-        item.setAttribute("role", "group")
-        item.setAttribute("aria-label", request.name)
         item.dataset.callId = request.call_id
+        group = _el("div", "approval-call")  # inside the <li>: the list keeps its semantics
+        group.setAttribute("role", "group")
+        group.setAttribute("aria-label", f"{request.name}, call {self._count}")
         text = json.dumps(request.arguments, ensure_ascii=False, indent=1)
         if len(text) > MAX_ARGS_PREVIEW_CHARS:
             text = text[:MAX_ARGS_PREVIEW_CHARS] + f"… ({len(text):,} characters)"
@@ -66,8 +70,9 @@ class ApprovalDialog:
         deny.dataset.action = "deny"
         buttons = _el("div", "approval-buttons")
         buttons.append(approve, deny)
-        item.append(_el("div", "approval-name", request.name), _el("pre", "approval-args", text))
-        item.append(_el("div", "approval-note", note), buttons)
+        group.append(_el("div", "approval-name", request.name), _el("pre", "approval-args", text))
+        group.append(_el("div", "approval-note", note), buttons)
+        item.append(group)
         self._list.append(item)
         self._entries[request.call_id] = item
         if not self.element.open:

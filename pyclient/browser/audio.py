@@ -83,8 +83,11 @@ class AudioSink:
         if self._module is None:
             self._module = await import_module(self.assets_url + "audio-player.js")
         if self.player is not None:
-            # A new rate between turns: let the old ring play out, then switch contexts.
-            while self.player.fill() > 0 and self.player.stats().context_state == "running":
+            # A new rate between turns: let the old ring play out, then switch contexts. A
+            # context still waiting for the user's gesture keeps its audio: ask, and wait.
+            while self.player.fill() > 0 and str(self.player.ctx.state) in ("running", "suspended"):
+                if not self._running_seen:
+                    self._check_running(self.player, force=True)
                 await self.player.waitForSpace(self.capacity)
             old = self.player.stats()
             self._checksum_before = self._continue_checksum(int(old.checksum), int(old.samples_played))
@@ -138,6 +141,8 @@ class AudioSink:
         while off < total and not player.closed:
             off += player.write(pcm, off)
             if off < total:
+                if not self._running_seen:  # a full ring that nothing drains: say so first
+                    self._check_running(player, force=True)
                 t0 = time.monotonic()
                 await player.waitForSpace(total - off)
                 self.wait_s += time.monotonic() - t0
@@ -147,10 +152,11 @@ class AudioSink:
         if not self._running_seen:
             self._check_running(player)
 
-    def _check_running(self, player: Any) -> None:
+    def _check_running(self, player: Any, force: bool = False) -> None:
         """Until this context is seen running (then never again: two FFI reads per chunk until
-        then): once the prebuffer is full, a context still ``suspended`` will not play until the
-        page resumes it from a user gesture (Safari); ``on_suspended`` says so, once."""
+        then): once the prebuffer is full (or ``force``: the ring is full, or must play out
+        before a rate change), a context still ``suspended`` will not play until the page
+        resumes it from a user gesture (Safari); ``on_suspended`` says so, once per context."""
         state = player.ctx.state
         if state == "running":
             self._running_seen = True
@@ -158,7 +164,7 @@ class AudioSink:
             state == "suspended"
             and not self._suspended_reported
             and self.on_suspended is not None
-            and player.fill() >= self.prebuffer_ms * self.rate / 1000
+            and (force or player.fill() >= self.prebuffer_ms * self.rate / 1000)
         ):
             self._suspended_reported = True
             self.on_suspended()

@@ -177,6 +177,7 @@ class Client:
         assets_url: str = DEFAULT_ASSETS_URL,
         expose_stats: str | None = "pyclientStats",
         tools: ToolRegistry | None = None,
+        codec_options: dict[str, Any] | None = None,
     ) -> None:
         if protocol not in PROTOCOLS:
             raise UsageError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
@@ -208,7 +209,9 @@ class Client:
             "api_key": api_key,
         }
         self.session_config = {"model": model, "instructions": instructions, "voice": voice}
-        self.codec = get_codec(protocol, **_codec_options(protocol, self._options))
+        # codec_options: the protocol codec's own options, e.g. {"barge_in_on_user_speech": False}
+        # for a Pipecat bot whose interruption strategy may keep talking (docs/protocols/).
+        self.codec = get_codec(protocol, **{**_codec_options(protocol, self._options), **(codec_options or {})})
         self.conn = Connection(self.codec, credit=bool(credit), credit_window=credit_window)
         self.renderer = TokenRenderer(resolve_element(transcript))
         self.cards = ToolCards(resolve_element(tool_cards), max_tool_cards)
@@ -227,6 +230,7 @@ class Client:
         self.approvals.on_change(self._on_approval_change)
         self._approval_callback: Callable[[ApprovalRequest], Any] | None = None
         self._dialog: ApprovalDialog | None = None  # made when the first call needs it
+        self._asks: dict[str, asyncio.Task] = {}  # the page's approval callbacks still deciding
         self._tool_cards_element = resolve_element(tool_cards)
         self.mic = MicUplink(self._send, assets_url, self.codec)
         self.transport: Any = None
@@ -251,6 +255,7 @@ class Client:
         self.tool_blocking_ms = 0.0  # main-thread time inside synchronous tools
         self.tool_blocking_ms_max = 0.0
         self.tool_over_timeout = 0  # sync tools that ran past their timeout (cannot be stopped)
+        self.duplicate_calls = 0  # a call id reported again while its call ran or waited
         self.duplicate_interrupts = 0
         self.interruptions = 0
         self.turns = 0
@@ -297,8 +302,9 @@ class Client:
     def _audio_suspended(self) -> None:
         """Playback is ready but the AudioContext waits for a user gesture: never silently."""
         self.audio_blocked += 1
-        if self._unlock is None or not self._unlock.shown:
-            self._unlock = AudioUnlock(self.audio.player.ctx, anchor=self._transcript_element)
+        if self._unlock is not None:
+            self._unlock.close()  # it belonged to an earlier context (a rate change)
+        self._unlock = AudioUnlock(self.audio.player.ctx, self.enable_audio, anchor=self._transcript_element)
 
     def on_approval(self, callback: Callable[[ApprovalRequest], Any] | None) -> None:
         """Decide tool calls that need approval with the page's own UI instead of the
@@ -348,6 +354,9 @@ class Client:
                 self.transport_name, classify=self.codec.classify, audio_samples=self.codec.audio_samples, **opts
             )
             await self.transport.open(self.url, protocols)
+            # The socket closed: calls waiting for a person can no longer be answered, and a
+            # stream stalled on a full approval queue must not wait for a decision.
+            self.transport.closed.add_done_callback(lambda _f: self.approvals.shut("the connection closed"))
         except Exception as exc:
             if self.transport is not None:
                 self.transport.dispose()  # a failed open must not leak its proxies
@@ -503,6 +512,7 @@ class Client:
                 "blocking_ms_max": round(self.tool_blocking_ms_max, 3),
                 "over_timeout": self.tool_over_timeout,
                 "executed": self.executor.executed,
+                "duplicate_calls": self.duplicate_calls,
                 "cards": self.cards.count,
                 **self.approvals.stats(),
                 "registered": [tool["name"] for tool in self.tools.describe()],
@@ -617,13 +627,18 @@ class Client:
                     # Possibly before it even started: then its body never runs.
                     task.cancel()
                     self.tool_cancelled += 1
+                self.approvals.cancel(call_id)  # waiting for a person: it leaves the queue now
                 self.cards.cancelled(call_id)  # only a card still running says so
         elif isinstance(event, (ToolCallReady, ToolCallInvalid)):
+            if event.call_id in self._tool_tasks:
+                self.duplicate_calls += 1  # the same id again while it runs or waits: one answer
+                return
             self.tool_calls += 1
             request = None
             if isinstance(event, ToolCallReady) and self._needs_approval(event):
                 # Waiting for a person never stalls the stream; only a full queue does.
-                await self.approvals.wait_for_room()
+                if not await self.approvals.wait_for_room():
+                    return  # the connection ended while the stream waited: nobody to answer
                 self.cards.awaiting(event.call_id, event.name)
                 request = self.approvals.add(event, self.tools.get(event.name).approval_timeout)
             else:
@@ -653,13 +668,18 @@ class Client:
         if not request.pending:
             if self._dialog is not None:
                 self._dialog.remove(request)
+            asking = self._asks.pop(request.call_id, None)
+            if asking is not None and not asking.done() and asking is not asyncio.current_task():
+                asking.cancel()  # decided otherwise (timeout, withdrawn, ended): stop waiting on the page
             return
         if self._approval_callback is None:
             if self._dialog is None:
                 self._dialog = ApprovalDialog(self.approvals, anchor=self._tool_cards_element)
             self._dialog.add(request)
             return
-        self._spawn(ask(request, self._approval_callback))
+        task = asyncio.ensure_future(ask(request, self._approval_callback))
+        if not task.done():
+            self._asks[request.call_id] = task
 
     async def _run_tool(self, call: ToolCallReady | ToolCallInvalid, request: ApprovalRequest | None = None) -> None:
         # The executor checks that the result encodes, and fits what the server accepts;
@@ -839,7 +859,7 @@ class Client:
         self._pipe_owner.close()  # the pipe will not call the transform again
         self._expiry.cancel()
         await self.mic.abort()  # whatever ended the stream, the device is released now
-        self.approvals.cancel_all("the connection ended")  # nobody is left to answer
+        self.approvals.shut("the connection ended")  # nobody is left to answer
         for event in self.conn.finish():
             if isinstance(event, TextDelta):
                 await self.renderer.write(event.text)
@@ -862,7 +882,7 @@ class Client:
         else:
             self._fail(error)
         self.renderer.close()
-        self.approvals.cancel_all("the connection ended")
+        self.approvals.shut("the connection ended")
         if self._dialog is not None:
             self._dialog.close()
             self._dialog = None

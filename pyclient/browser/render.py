@@ -199,14 +199,15 @@ class AudioUnlock:
     """A "Click to enable audio" button, shown while the AudioContext waits for a user gesture
     (Safari requires one on every platform; so can any browser's autoplay policy).
 
-    A click resumes the context from inside the gesture. The button leaves as soon as the
-    context runs (its ``statechange``), and its two proxies are destroyed then (or by
-    ``close()``). Placed just before ``anchor`` (the transcript), else at the top of the body.
+    A click calls ``on_click`` (the client resumes whichever context is current) from inside
+    the gesture. The button leaves as soon as ``ctx`` runs (its ``statechange``), and its two
+    proxies are destroyed then (or by ``close()``: a new context replaces the button). Placed
+    just before ``anchor`` (the transcript), else at the top of the body.
     """
 
-    def __init__(self, ctx: Any, anchor: Any = None, on_running: Any = None) -> None:
+    def __init__(self, ctx: Any, on_click: Any, anchor: Any = None) -> None:
         self.ctx = ctx
-        self._on_running = on_running
+        self._on_click = on_click
         self._owner = ProxyOwner()
         self.clicks = 0
         button = js.document.createElement("button")
@@ -229,13 +230,11 @@ class AudioUnlock:
 
     def _click(self, *_: Any) -> None:
         self.clicks += 1
-        self.ctx.resume()  # synchronously, inside the user gesture
+        self._on_click()  # synchronously, inside the user gesture
 
     def _state_changed(self, *_: Any) -> None:
         if self.ctx.state == "running":
             self.close()
-            if self._on_running is not None:
-                self._on_running()
 
     def close(self) -> None:
         if self.button is None:

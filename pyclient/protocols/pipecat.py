@@ -13,17 +13,19 @@ Every WebSocket message is one binary protobuf ``Frame`` with one of::
 
 Receiving:
 
-* **Text.** ``TextFrame`` text, and RTVI bot text: ``bot-llm-text`` / ``llm-raw-text`` (what the
-  LLM wrote), ``bot-tts-text`` / ``tts-raw-text`` / ``bot-output`` / ``bot-transcription`` (the same
-  words as spoken). A turn renders one source: the first that carries text in it (the others
-  are counted in ``text_dropped``). A turn starts with ``bot-llm-started`` or the first text.
+* **Text.** ``bot-llm-text`` / ``llm-raw-text`` (what the LLM wrote) always render;
+  ``bot-tts-text`` / ``tts-raw-text`` / ``bot-output`` / ``bot-transcription`` / ``TextFrame`` (the
+  same words as spoken) render only while the bot has reported no LLM text (counted in
+  ``text_dropped`` after that).
 * **Audio.** ``AudioRawFrame`` goes to the ring at its ``sample_rate`` (stereo is downmixed to
   mono in C-level loops, never per-sample Python). Pipecat has no item ids: the codec numbers
   the bot's utterances (a new item after each interruption and each ``bot-stopped-speaking``).
 * **Barge-in.** ``InterruptionFrame``, ``bot-interrupted``, and ``user-started-speaking`` while
-  the bot speaks are one ``Interrupted`` for the utterance playing (later signals of the same
-  barge-in name the same item: the client flushes once). Pipecat has no truncate: the client
-  sends nothing back for a cut.
+  the bot speaks (unless ``barge_in_on_user_speech=False``) are one ``Interrupted`` for the
+  utterance playing: the first signal cuts it, the others find nothing left to cut. Audio that
+  still arrives is the cut utterance's: dropped (``stale_samples_dropped``) until the bot starts
+  again (``bot-llm-started``, ``bot-tts-started``, ``bot-started-speaking``). Pipecat has no
+  truncate: the client sends nothing back for a cut.
 * **Tool calls.** ``llm-function-call-in-progress`` with a name and arguments (the bot must
   raise RTVI's ``function_call_report_level``) becomes ``ToolCallReady`` for a tool the page
   registered. A call for any other name is the bot's own (server-side) function: it is counted
@@ -99,6 +101,22 @@ LLM_TEXT = ("bot-llm-text", "llm-raw-text")
 SPOKEN_TEXT = ("bot-tts-text", "tts-raw-text", "bot-output", "bot-transcription")
 
 
+def _sendable_id(call_id: Any) -> bool:
+    """A call id we can echo back: a non-empty string of valid Unicode, at most 256 characters."""
+    if not isinstance(call_id, str) or not call_id or len(call_id) > MAX_CALL_ID_CHARS:
+        return False
+    try:
+        call_id.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _safe_text(text: Any) -> str:
+    """A peer's string made valid Unicode (lone surrogates escaped) for echoing back."""
+    return str(text).encode("utf-8", "backslashreplace").decode("utf-8") if text is not None else ""
+
+
 def _pcm_mono(pcm: Any, channels: int) -> Any:
     """Interleaved PCM16 to mono: the channels' mean, in C-level loops (``map``), no Python
     per sample. ``pcm`` is bytes (CPython) or a JS view (the page: copied once)."""
@@ -132,20 +150,25 @@ class PipecatCodec(Codec):
         library_version: str = "0.1.0",
         max_tracked: int = DEFAULT_MAX_TRACKED,
         audio_response: bool = True,
+        barge_in_on_user_speech: bool = True,
     ) -> None:
         if max_tracked < 1:
             raise UsageError(f"max_tracked must be positive, got {max_tracked}")
         self.library_version = library_version
         self.audio_response = audio_response
+        # user-started-speaking while the bot speaks cuts its audio (Pipecat's default: the
+        # bot allows interruptions). False for a bot whose interruption strategy may keep
+        # talking: then only InterruptionFrame and bot-interrupted cut.
+        self.barge_in_on_user_speech = barge_in_on_user_speech
         self.tool_names: frozenset[str] = frozenset()
         self._ready = False
         self._ids = 0
         self._item = 1
         self._item_audio = False  # the current utterance has audio
-        self._item_cut = False  # ...and was cut: new audio starts the next utterance
+        self._stale = False  # after a cut, until the bot starts anew: late audio of the cut utterance
         self._bot_speaking = False
+        self._llm_text_seen = False
         self._rate = 24000  # of the last audio frame
-        self._text_source: str | None = None
         self._calls = Bounded(max_tracked)  # call_id -> (name, arguments) of calls not yet answered
         self._cancelled = Bounded(max_tracked)  # call_id -> True
 
@@ -155,6 +178,7 @@ class PipecatCodec(Codec):
         self._malformed = 0
         self._text_dropped = 0
         self._audio_samples = 0
+        self._stale_samples = 0
         self._audio_frames = 0
         self._interruptions = 0
         self._tool_calls = 0
@@ -286,23 +310,20 @@ class PipecatCodec(Codec):
             raise WireError(f"AudioRawFrame of {len(audio)} bytes is not whole PCM16 frames of {channels} channel(s)")
         if not len(audio):
             return []
-        pcm = _pcm_mono(audio, channels)
         samples = len(audio) // (2 * channels)
-        out: list[Event] = []
-        if self._item_cut:  # the first audio after a barge-in: a new utterance
-            self._item += 1
-            self._item_cut = False
+        self._audio_frames += 1
+        if self._stale:  # sent before the bot saw the interruption: the cut utterance's
+            self._stale_samples += samples
+            return []
         self._item_audio = True
         self._rate = rate
-        self._audio_frames += 1
         self._audio_samples += samples
-        out.append(AudioChunk(self._item, rate, pcm, samples))
-        return out
+        return [AudioChunk(self._item, rate, _pcm_mono(audio, channels), samples)]
 
     def _on_message(self, body: Reader) -> list[Event]:
+        if body.end - body.start > MAX_RTVI_BYTES + 16:  # checked before anything is copied
+            raise WireError(f"an RTVI message of {body.end - body.start} bytes, limit is {MAX_RTVI_BYTES}")
         data = self._string_field(body, 1, "MessageFrame.data")
-        if len(data) > MAX_RTVI_BYTES:
-            raise WireError(f"an RTVI message of {len(data)} characters, limit is {MAX_RTVI_BYTES}")
         try:
             msg = decode_json(data)
         except ValueError as exc:
@@ -323,22 +344,31 @@ class PipecatCodec(Codec):
         return [ControlMessage(kind, fields)]
 
     def _render(self, text: str, source: str) -> list[Event]:
-        if self._text_source is None:
-            self._text_source = source
-        if source != self._text_source:
+        """The LLM's words render; the same words as spoken (TTS text, bot-output,
+        bot-transcription, TextFrame) render only for a bot that never reported LLM text."""
+        if source in LLM_TEXT:
+            self._llm_text_seen = True
+        elif self._llm_text_seen:
             self._text_dropped += 1
             return []
         return [TextDelta(text)]
 
     def _interrupt(self, reason: str) -> list[Event]:
+        """One ``Interrupted`` per cut utterance: the first signal cuts it, later signals of the
+        same barge-in find no audio left to cut. Audio that still arrives is the cut
+        utterance's, dropped (counted) until the bot starts again."""
         self._bot_speaking = False
         if not self._item_audio:
             return []  # nothing of this utterance was received: nothing to flush
-        if not self._item_cut:
-            self._interruptions += 1
-        self._item_cut = True  # a repeated signal names the same (already cut) item
-        self._text_source = None
-        return [Interrupted(self._item, reason)]
+        cut = self._item
+        self._interruptions += 1
+        self._item += 1
+        self._item_audio = False
+        self._stale = True
+        return [Interrupted(cut, reason)]
+
+    def _resume_audio(self) -> None:
+        self._stale = False
 
     # RTVI handlers ---------------------------------------------------------------
 
@@ -358,17 +388,22 @@ class PipecatCodec(Codec):
         return [ServerError("error-response", str(fields.get("error", ""))[:2000])]
 
     def _on_llm_started(self, fields: dict[str, Any]) -> list[Event]:
-        self._text_source = None  # a new turn picks its text source again
+        self._resume_audio()
         return [ControlMessage("bot-llm-started", fields)]
 
+    def _on_tts_started(self, fields: dict[str, Any]) -> list[Event]:
+        self._resume_audio()
+        return [ControlMessage("bot-tts-started", fields)]
+
     def _on_bot_started(self, fields: dict[str, Any]) -> list[Event]:
+        self._resume_audio()
         self._bot_speaking = True
         return [ControlMessage("bot-started-speaking", fields)]
 
     def _on_bot_stopped(self, fields: dict[str, Any]) -> list[Event]:
         self._bot_speaking = False
         out: list[Event] = [ControlMessage("bot-stopped-speaking", fields)]
-        if self._item_audio and not self._item_cut:
+        if self._item_audio:
             out.insert(0, AudioChunk(self._item, self._rate, b"", 0, True))  # the utterance is complete
             self._item += 1
             self._item_audio = False
@@ -376,7 +411,8 @@ class PipecatCodec(Codec):
         return out
 
     def _on_user_started(self, fields: dict[str, Any]) -> list[Event]:
-        out: list[Event] = self._interrupt("user-started-speaking") if self._bot_speaking else []
+        barge_in = self._bot_speaking and self.barge_in_on_user_speech
+        out: list[Event] = self._interrupt("user-started-speaking") if barge_in else []
         return [*out, ControlMessage("user-started-speaking", fields)]
 
     def _on_user_transcription(self, fields: dict[str, Any]) -> list[Event]:
@@ -390,8 +426,8 @@ class PipecatCodec(Codec):
 
     def _on_call(self, fields: dict[str, Any]) -> list[Event]:
         call_id, name, args = fields.get("tool_call_id"), fields.get("function_name"), fields.get("arguments")
-        if not isinstance(call_id, str) or not call_id or len(call_id) > MAX_CALL_ID_CHARS:
-            raise WireError("llm-function-call-in-progress without a usable tool_call_id")
+        if not _sendable_id(call_id):
+            raise WireError("llm-function-call-in-progress without a usable tool_call_id (nobody could be answered)")
         if call_id in self._calls or call_id in self._cancelled:
             return []  # reported twice: one answer
         if not isinstance(name, str) or not isinstance(args, dict):
@@ -401,11 +437,12 @@ class PipecatCodec(Codec):
             self._calls_not_ours += 1  # the bot's own function: not ours to answer
             return [ControlMessage("llm-function-call-in-progress", fields)]
         self._tool_calls += 1
-        self._calls[call_id] = (name, args)
         try:
-            encode_json(args)
-        except EncodeError as exc:
-            return [ToolCallInvalid(call_id, name, {"type": "invalid_arguments", "message": str(exc)})]
+            encode_json({"name": name, "arguments": args})
+        except EncodeError as exc:  # not valid Unicode: answered as invalid, its arguments not echoed
+            self._calls[call_id] = (_safe_text(name), {})
+            return [ToolCallInvalid(call_id, _safe_text(name), {"type": "invalid_arguments", "message": str(exc)})]
+        self._calls[call_id] = (name, args)
         return [ToolCallStarted(call_id, name), ToolCallReady(call_id, name, args)]
 
     def _on_call_stopped(self, fields: dict[str, Any]) -> list[Event]:
@@ -431,7 +468,9 @@ class PipecatCodec(Codec):
         if outcome.call_id in self._cancelled:
             self._results_suppressed += 1
             return []
-        name, args = self._calls.pop(outcome.call_id, (outcome.name, {}))
+        if not _sendable_id(outcome.call_id):
+            return []  # an id that cannot be sent back (the decoder never reports one): nobody to answer
+        name, args = self._calls.pop(outcome.call_id, (_safe_text(outcome.name or ""), {}))
         if outcome.ok:
             result = outcome.result if isinstance(outcome.result, (dict, str)) else {"result": outcome.result}
         else:
@@ -465,10 +504,11 @@ class PipecatCodec(Codec):
             "frames_by_kind": self._by_kind.as_dict(),
             "rtvi_by_type": self._by_type.as_dict(),
             "malformed": self._malformed,
-            "text_source": self._text_source,
+            "llm_text_seen": self._llm_text_seen,
             "text_dropped": self._text_dropped,
             "audio_frames": self._audio_frames,
             "audio_samples": self._audio_samples,
+            "stale_samples_dropped": self._stale_samples,
             "interruptions": self._interruptions,
             "tool_calls": self._tool_calls,
             "calls_not_ours": self._calls_not_ours,
@@ -487,6 +527,7 @@ _HANDLERS = {
     "error-response": PipecatCodec._on_error_response,
     "bot-llm-started": PipecatCodec._on_llm_started,
     "bot-started-speaking": PipecatCodec._on_bot_started,
+    "bot-tts-started": PipecatCodec._on_tts_started,
     "bot-stopped-speaking": PipecatCodec._on_bot_stopped,
     "bot-interrupted": lambda self, fields: self._interrupt("bot-interrupted"),
     "user-started-speaking": PipecatCodec._on_user_started,

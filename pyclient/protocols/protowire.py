@@ -102,7 +102,7 @@ class Reader:
             pos += 1
             result |= (b & 0x7F) << shift
             if b < 0x80:
-                return result, pos
+                return result & 0xFFFF_FFFF_FFFF_FFFF, pos  # as protobuf: 64 bits, the rest dropped
             shift += 7
         raise WireError(f"varint longer than {MAX_VARINT_BYTES} bytes at byte {pos - MAX_VARINT_BYTES}")
 

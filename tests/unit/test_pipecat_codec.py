@@ -84,8 +84,13 @@ def test_client_ready_first_and_bot_ready_makes_it_ready() -> None:
     assert isinstance(events[0], SessionReady) and c.ready
 
 
-def test_one_text_source_per_turn() -> None:
+def test_the_llm_text_renders_once_and_spoken_copies_do_not() -> None:
     c = codec()
+    # A bot that never reports LLM text: its spoken text is the transcript.
+    events = decode_all(c, [rtvi("bot-tts-text", text="Spoken"), rtvi("bot-output", text=" words")])
+    assert [e.text for e in events if isinstance(e, TextDelta)] == ["Spoken", " words"]
+    # Once the LLM's words are seen, they are the source, in every later turn too, whatever
+    # arrives first (TTS of an earlier response may still be speaking).
     events = decode_all(
         c,
         [
@@ -93,14 +98,14 @@ def test_one_text_source_per_turn() -> None:
             rtvi("bot-llm-text", text="Hello"),
             rtvi("bot-tts-text", text="Hello"),
             rtvi("bot-llm-text", text=" café 🙂"),
-            rtvi("bot-output", text="café"),
+            rtvi("bot-transcription", text="Hello café 🙂"),
+            rtvi("bot-llm-started"),
+            rtvi("bot-output", text="late speech of the last answer"),
+            rtvi("bot-llm-text", text=" More."),
         ],
     )
-    assert [e.text for e in events if isinstance(e, TextDelta)] == ["Hello", " café 🙂"]
-    assert c.stats()["text_dropped"] == 2 and c.stats()["text_source"] == "bot-llm-text"
-    # A turn whose bot only says what it speaks renders that.
-    events = decode_all(c, [rtvi("bot-llm-started"), rtvi("bot-tts-text", text="Spoken")])
-    assert [e.text for e in events if isinstance(e, TextDelta)] == ["Spoken"]
+    assert [e.text for e in events if isinstance(e, TextDelta)] == ["Hello", " café 🙂", " More."]
+    assert c.stats()["text_dropped"] == 3 and c.stats()["llm_text_seen"] is True
 
 
 def test_audio_goes_to_the_ring_at_its_rate_and_stereo_is_downmixed() -> None:
@@ -117,16 +122,31 @@ def test_audio_goes_to_the_ring_at_its_rate_and_stereo_is_downmixed() -> None:
     assert c.audio_samples(audio(480, channels=2)) == 480
 
 
-def test_one_barge_in_cuts_one_utterance_and_later_audio_is_a_new_one() -> None:
+def test_one_barge_in_cuts_one_utterance_once_and_drops_its_late_audio() -> None:
     c = codec()
     decode_all(c, [rtvi("bot-started-speaking"), audio(960)])
-    events = decode_all(c, [interruption(), rtvi("bot-interrupted"), rtvi("user-started-speaking")])
+    events = decode_all(c, [interruption(), rtvi("user-started-speaking"), rtvi("bot-interrupted")])
     cuts = [e for e in events if isinstance(e, Interrupted)]
-    assert [e.item_id for e in cuts] == [1, 1]  # the same utterance: the client flushes once
-    assert cuts[0].reason == "InterruptionFrame"
-    (chunk,) = c.decode(audio(960))
-    assert chunk.item_id == 2
+    assert [(e.item_id, e.reason) for e in cuts] == [(1, "InterruptionFrame")]  # one cut, not three
+    assert c.decode(audio(960)) == []  # sent before the bot saw the cut: dropped, counted
+    assert c.stats()["stale_samples_dropped"] == 960
+    # The next turn: a new utterance plays; its own opening interruption cuts nothing.
+    assert decode_all(c, [interruption(), rtvi("bot-interrupted")]) == []
+    events = decode_all(c, [rtvi("bot-llm-started"), rtvi("bot-tts-started"), audio(480)])
+    (chunk,) = [e for e in events if isinstance(e, AudioChunk)]
+    assert chunk.item_id == 2 and chunk.samples == 480
     assert c.stats()["interruptions"] == 1
+
+
+def test_user_speech_alone_cuts_only_where_the_bot_allows_interruptions() -> None:
+    strict = get_codec("pipecat", barge_in_on_user_speech=False)
+    strict.start(SessionConfig(tools=(CALC,)), "")
+    events = decode_all(strict, [rtvi("bot-started-speaking"), audio(960), rtvi("user-started-speaking")])
+    assert not any(isinstance(e, Interrupted) for e in events)
+    assert strict.decode(audio(960))[0].item_id == 1  # the bot kept talking: the same utterance
+    default = codec()
+    events = decode_all(default, [rtvi("bot-started-speaking"), audio(960), rtvi("user-started-speaking")])
+    assert [e.item_id for e in events if isinstance(e, Interrupted)] == [1]
 
 
 def test_user_speaking_after_the_bot_finished_is_not_a_barge_in() -> None:
@@ -241,3 +261,20 @@ def test_decode_never_raises(data: bytes) -> None:
     c.decode(data)
     c.droppable(data)
     c.audio_samples(data)
+
+
+def test_calls_that_are_not_valid_unicode_never_make_an_encoder_raise() -> None:
+    # Found by the fuzzer: arguments with a lone surrogate were echoed in the result and made
+    # tool_result raise; a call id with one cannot be answered at all.
+    c = codec()
+    bad_args = '{"label":"rtvi-ai","type":"llm-function-call-in-progress","data":{"tool_call_id":"c1",'
+    bad_args += '"function_name":"calculator","arguments":{"expression":"\\ud800"}}}'
+    f = frames_pb2.Frame()
+    f.message.data = bad_args
+    (invalid,) = c.decode(f.SerializeToString())
+    assert invalid.error["type"] == "invalid_arguments"
+    (msg,) = c.tool_result(ToolOutcome("c1", "calculator", False, error=invalid.error))
+    assert sent(msg)[1]["data"]["arguments"] == {}
+    f.message.data = bad_args.replace('"c1"', '"c\\udfff"')
+    assert isinstance(c.decode(f.SerializeToString())[0], ProtocolErrorEvent)
+    assert c.tool_result(ToolOutcome("c\udfff", "calculator", True, 1)) == []

@@ -76,6 +76,12 @@ def test_varints_round_trip_with_protobuf(value: int) -> None:
     assert frames_pb2.AudioRawFrame.FromString(varint_field(1, value)).id == value
 
 
+def test_a_ten_byte_varint_keeps_64_bits_as_protobuf_does() -> None:
+    eleven_ones = b"\x08" + b"\xff" * 9 + b"\x7f"  # 70 bits of ones in ten bytes
+    ((_, _, value),) = fields_of(eleven_ones)
+    assert value == frames_pb2.AudioRawFrame.FromString(eleven_ones).id == 2**64 - 1
+
+
 @pytest.mark.parametrize(
     ("data", "why"),
     [
@@ -98,7 +104,7 @@ def test_arbitrary_bytes_never_raise_anything_but_wire_error(data: bytes) -> Non
     try:
         for _, wire_type, value in Reader(data).fields():
             if wire_type == LEN:
-                Reader(value).fields()
+                list(Reader(value).fields())  # a nested message, read to its end
     except WireError:
         pass
 
