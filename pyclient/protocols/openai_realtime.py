@@ -787,7 +787,13 @@ class OpenAIRealtimeCodec(Codec):
         # response there: a response.cancel now only draws `response_cancel_not_active`. Only
         # a cut the page asked for (``Client.interrupt()``) cancels.
         by_page = any(p.reason == "client" for p, _ in cut)
-        running = [item.response_id for _, item in cut if item.response_id in self._active]
+        # A response id that cannot be sent back (not valid Unicode; found by the fuzzer) is
+        # not cancelled: its items are still truncated below.
+        running = [
+            item.response_id
+            for _, item in cut
+            if item.response_id in self._active and call_id_problem(item.response_id) is None
+        ]
         if by_page and running and running[0] not in self._cancelled_responses:
             self._cancelled_responses[running[0]] = True
             self._cancels_sent += 1

@@ -715,3 +715,12 @@ def test_cut_skips_unsendable_or_repeated_items_and_responses_in_flight_are_boun
     for i in range(1000):
         c.decode(json.dumps({"type": "response.created", "response": {"id": f"r{i}"}}))
     assert c.stats()["responses_in_flight"] <= 257
+
+
+def test_a_response_id_that_is_not_valid_unicode_is_never_cancelled() -> None:
+    # Found by the fuzzer: a page's interrupt() sent response.cancel with a lone surrogate in
+    # the response id, and the encoder raised. The item is still truncated.
+    c = OpenAIRealtimeCodec()
+    decode_all(c, [created("r\udfff"), audio_of("r\udfff", "now", 2400)])
+    out = sent(c.cut([pos("now", 1200)]))
+    assert [m["type"] for m in out] == ["conversation.item.truncate"]
