@@ -12,6 +12,7 @@ PROGRAMS = {
     "fuzz": "bench.fuzz",
     "screenshot": "bench.screenshot",
     "soak": "bench.soak",
+    "throughput": "bench.throughput",
 }
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -245,6 +246,8 @@ class Client:
         self._tool_slot = asyncio.Event()
         self._closed = asyncio.get_event_loop().create_future()
         self._inflight = 0
+        self._first_message_at: float | None = None
+        self._last_message_at: float | None = None
         self._buffered_max = 0
         self.text_deltas = 0
         self.tool_calls = 0
@@ -526,7 +529,11 @@ class Client:
             "interruptions": self.interruptions,
             "protocol_errors": list(self.protocol_errors),
             "send": t.send_stats.as_dict() if t is not None else {},
-            "receive": receive,
+            "receive": {
+                **receive,
+                "first_message_ms": None if self._first_message_at is None else self._first_message_at * 1000,
+                "last_message_ms": None if self._last_message_at is None else self._last_message_at * 1000,
+            },
             "credit": None
             if self.conn.credit is None
             else {
@@ -575,6 +582,10 @@ class Client:
                 message = ArrayBufferSource(chunk)
                 n = len(message)
             self._inflight = n
+            now = time.monotonic()  # no FFI: for the throughput benchmark's messages per second
+            if self._first_message_at is None:
+                self._first_message_at = now
+            self._last_message_at = now
             self._buffered_max = max(self._buffered_max, self.buffered_bytes())
             if self.transport_name == WEBSOCKET and hasattr(self.codec, "forgive"):
                 self.codec.forgive(self.transport.queue.take_dropped_seqs())

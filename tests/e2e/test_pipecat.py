@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from playwright.sync_api import Page
+from playwright.sync_api import Page, expect
 
 from devserver.harness import Server, start_server
 
@@ -125,4 +125,31 @@ def test_a_turn_with_a_real_pipecat_bot(pipecat_demo: tuple[Demo, BotProcess], b
     demo.page.click("#disconnect")
     s = demo.wait_ended()
     assert s["state"] == "closed", s["error"]
+    demo.watch.assert_clean()
+
+
+@pytest.mark.parametrize("decision", ["Approve", "Deny"])
+def test_a_pipecat_tool_call_waits_for_the_users_approval(pipecat_demo: tuple[Demo, BotProcess], decision: str) -> None:
+    demo, bot = pipecat_demo
+    query = {"autostart": 1, "protocol": "pipecat", "url": bot.ws_url, "approve": "calculator"}
+    demo.page.goto(demo.server.url + "?" + urlencode(query))
+    demo.page.wait_for_function("document.body.dataset.pyclient === 'ready'")
+    demo.wait_for("s.state === 'open' && s.session.ready === true")
+    demo.page.fill("#say", "What is 17 times 23?")
+    demo.page.click("#send")
+    # The bot waits for the result (up to a minute); the call waits for the user.
+    call = demo.page.get_by_role("dialog", name="Tool calls awaiting approval").get_by_role("group", name="calculator")
+    expect(call).to_contain_text("17 * 23")
+    assert demo.stats()["tools"]["executed"] == 0
+    call.get_by_role("button", name=decision).click()
+    srv = wait_bot(bot, lambda b: b["tool_results"], "the tool result", demo)
+    (result,) = srv["tool_results"]
+    s = demo.wait_for("s.tools.results_sent === 1")
+    if decision == "Approve":
+        assert result["matched"] is True and s["tools"]["executed"] == 1, result
+    else:
+        assert result["result"] == {"error": {"type": "denied_by_user", "message": "the user denied this call"}}
+        assert s["tools"]["executed"] == 0 and s["tools"]["denied"] == 1
+    demo.page.click("#disconnect")
+    assert demo.wait_ended()["state"] == "closed"
     demo.watch.assert_clean()
