@@ -14,6 +14,10 @@ classic WebSocket (it has no WebSocketStream). The median of ``--runs`` runs is 
 side in one run of this program. Writes docs/benchmarks/throughput.{json,md,png}.
 
 Only pyclient.v1 for now: the reference speaks neither OpenAI's nor Gemini's JSON yet.
+
+``--profile`` adds one more pyclient run in Chromium (WebSocketStream) under the V8 CPU profiler
+(CDP ``Profiler``): the functions with the most self time, JavaScript and WebAssembly (Pyodide's
+interpreter), go into the report. Profiling slows the run; its rate is not reported.
 """
 
 from __future__ import annotations
@@ -66,10 +70,12 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--tokens", type=int, default=20_000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--profile", action="store_true", help="profile one pyclient run in Chromium (CDP)")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     scenario = {"scenario": "chat", "turns": 1, "tokens": args.tokens, "burst": 0, "pause": 0}
     rows: list[dict[str, Any]] = []
+    profile: list[dict[str, Any]] = []
     versions: dict[str, str] = {}
     server = start_server()
     try:
@@ -96,6 +102,10 @@ def main(argv: list[str]) -> int:
                             "runs": runs,
                         }
                     )
+                if args.profile and browser_name == "chromium" and transport == "websocketstream":
+                    query = {**scenario, "transport": transport, "autostart": 1, "audio": "off"}
+                    print("chromium / websocketstream / pyclient under the CPU profiler ...", flush=True)
+                    profile = profile_run(page, server.url + "?" + urlencode(query))
                 browser.close()
     finally:
         server.stop()
@@ -123,6 +133,20 @@ def main(argv: list[str]) -> int:
         js_text = f"{js_rate:,.0f}" if js_rate else "n/a"
         py_text = f"{py_rate:,.0f}" if py_rate else "n/a"
         lines.append(f"| {browser_name} | {transport} | {js_text} | {py_text} | {ratio} |")
+    if profile:
+        total = sum(p["self_ms"] for p in profile) or 1
+        lines += [
+            "",
+            "## Where pyclient's time goes (Chromium, WebSocketStream, V8 CPU profile of one run)",
+            "",
+            "Self time by function over the whole run (page idle time excluded); `wasm-function[...]` and "
+            "C names are Pyodide's interpreter, compiled to WebAssembly.",
+            "",
+            "| function | self ms | share |",
+            "|---|---|---|",
+        ]
+        for p in profile[:15]:
+            lines.append(f"| `{p['function'][:70]}` | {p['self_ms']:,.0f} | {p['self_ms'] / total:.1%} |")
     lines += [
         "",
         "Both clients rendered the same text in every run (characters: the reference counts UTF-16 code units, "
@@ -134,11 +158,42 @@ def main(argv: list[str]) -> int:
     md = "\n".join(lines)
     (args.out / "throughput.md").write_text(md)
     (args.out / "throughput.json").write_text(
-        json.dumps({"args": vars(args) | {"out": str(args.out)}, "versions": versions, "rows": rows}, indent=1)
+        json.dumps(
+            {"args": vars(args) | {"out": str(args.out)}, "versions": versions, "rows": rows, "profile": profile},
+            indent=1,
+        )
     )
     _plot(args.out / "throughput.png", rows)
     print(md)
     return 0
+
+
+def profile_run(page: Any, url: str) -> list[dict[str, Any]]:
+    """One session under V8's sampling profiler; self time per function, most first."""
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Profiler.enable")
+    cdp.send("Profiler.setSamplingInterval", {"interval": 200})
+    cdp.send("Profiler.start")
+    try:
+        run_once(page, url)
+    finally:
+        result = cdp.send("Profiler.stop")
+        cdp.detach()
+    prof = result["profile"]
+    nodes = {n["id"]: n for n in prof["nodes"]}
+    deltas = prof.get("timeDeltas", [])
+    self_us: dict[str, float] = {}
+    for sample, delta in zip(prof.get("samples", []), [*deltas[1:], 0], strict=False):
+        frame = nodes[sample]["callFrame"]
+        name = frame.get("functionName") or "(anonymous)"
+        if name in ("(idle)", "(program)", "(garbage collector)"):
+            key = name
+        else:
+            where = frame.get("url", "").rsplit("/", 1)[-1]
+            key = f"{name} {where}".strip()
+        self_us[key] = self_us.get(key, 0) + delta
+    ranked = sorted(self_us.items(), key=lambda kv: -kv[1])
+    return [{"function": k, "self_ms": v / 1000} for k, v in ranked if k != "(idle)"]
 
 
 def _plot(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -162,13 +162,27 @@ def wait_for(driver: Any, condition: str, timeout_s: float = PAGE_LOAD_TIMEOUT_S
     raise AssertionError(f"never true within {timeout_s} s: {condition}; stats: {stats(driver)}")
 
 
-def enable_audio(driver: Any) -> dict[str, Any]:
-    """Wait for the page's "Click to enable audio" (the context waits for a gesture: never
-    silently), then click it as a user would (a WebDriver click is a user gesture); returns
-    the stats from before the click."""
+def click_unlock(driver: Any) -> bool:
+    """Click the page's "Click to enable audio" if it is there, as a user would (a WebDriver
+    click is a user gesture). The button leaves by itself once the context runs, possibly
+    between finding it and clicking it: then there is nothing to click. Returns whether it
+    clicked."""
+    from selenium.common.exceptions import ElementNotInteractableException, StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
+    for button in driver.find_elements(By.CSS_SELECTOR, "button.pyclient-audio-unlock"):
+        try:
+            button.click()
+            return True
+        except (StaleElementReferenceException, ElementNotInteractableException):
+            pass
+    return False
+
+
+def enable_audio(driver: Any) -> dict[str, Any]:
+    """Wait for the page's "Click to enable audio" (the context waits for a gesture: never
+    silently), then click it; returns the stats from before the click."""
     s = wait_for(driver, "s.audio.unlock_shown")
-    button = driver.find_element(By.CSS_SELECTOR, "button.pyclient-audio-unlock")
-    button.click()
+    if not click_unlock(driver):
+        raise AssertionError(f"the page said it shows 'Click to enable audio', but there was none: {stats(driver)}")
     return s

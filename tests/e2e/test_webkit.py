@@ -81,14 +81,13 @@ def enable_audio(driver: Any) -> dict[str, Any]:
 def play_out(driver: Any, server: Server) -> tuple[dict[str, Any], dict[str, Any]]:
     """Click "enable audio" whenever the page asks (each new AudioContext asks again), until the
     session ended and every sample the server sent has played; client and server stats."""
-    from selenium.webdriver.common.by import By
 
     deadline = time.monotonic() + TIMEOUT_S
     sent = None
     while time.monotonic() < deadline:
         s = stats(driver)
         if s and s["audio"].get("unlock_shown"):
-            driver.find_element(By.CSS_SELECTOR, "button.pyclient-audio-unlock").click()
+            webkit_env.click_unlock(driver)  # a new context asks again (or the button is leaving)
         elif s and s["state"] in ("closed", "error"):
             if sent is None:
                 conn = server.wait_closed(s["server"]["connection_id"]) if s["server"].get("connection_id") else None
