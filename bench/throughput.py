@@ -152,7 +152,8 @@ def main(argv: list[str]) -> int:
         "Both clients rendered the same text in every run (characters: the reference counts UTF-16 code units, "
         "pyclient code points; the scenario's text has characters outside the BMP). Raw runs: `throughput.json`.",
         "",
-        f"Reproduce: `./dev bench throughput --tokens {args.tokens} --runs {args.runs}`",
+        f"Reproduce: `./dev bench throughput --tokens {args.tokens} --runs {args.runs}"
+        + (" --profile`" if args.profile else "`"),
         "",
     ]
     md = "\n".join(lines)
