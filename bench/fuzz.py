@@ -1272,13 +1272,18 @@ def openai_bounds(c: OpenAIRealtimeCodec) -> list[str]:
     return problems
 
 
-def gemini_bounds(c: GeminiLiveCodec) -> list[str]:
+def tracked_bounds(c: Any, *tracked: Any) -> list[str]:
+    """Bounds every JSON-carrying codec keeps: counted types, and each ``Bounded`` map of calls."""
     problems = []
     if len(c._by_type.counts) > MAX_COUNTED_TYPES + 1:
         problems.append(f"{len(c._by_type.counts)} message types counted")
-    if len(c._call_names) > c._call_names.limit or len(c._cancelled) > c._cancelled.limit:
+    if any(len(m) > m.limit for m in tracked):
         problems.append("more calls remembered than max_tracked")
     return problems
+
+
+def gemini_bounds(c: GeminiLiveCodec) -> list[str]:
+    return tracked_bounds(c, c._call_names, c._cancelled)
 
 
 def check_cut(codec: Any, positions: list[PlaybackPosition], msgs: list[dict[str, Any]], truncated: dict) -> str:
@@ -1473,12 +1478,7 @@ def _pipecat_messages(msgs: Any) -> list[dict[str, Any]] | str:
 
 
 def pipecat_bounds(c: PipecatCodec) -> list[str]:
-    problems = []
-    if len(c._by_type.counts) > MAX_COUNTED_TYPES + 1:
-        problems.append(f"{len(c._by_type.counts)} RTVI types counted")
-    if len(c._calls) > c._calls.limit or len(c._cancelled) > c._cancelled.limit:
-        problems.append("more calls remembered than max_tracked")
-    return problems
+    return tracked_bounds(c, c._calls, c._cancelled)
 
 
 def run_json_codec(protocol: str, cases: int, seed: int) -> CodecTally:

@@ -221,7 +221,6 @@ class Client:
         )
         if self.audio is not None and playback_speed != 1.0:
             self.audio.set_speed(playback_speed)
-        self._transcript_element = self.renderer.element
         self._unlock: AudioUnlock | None = None
         self.audio_blocked = 0  # times playback waited for a user gesture to start the audio
         if self.audio is not None:
@@ -232,7 +231,6 @@ class Client:
         self._approval_callback: Callable[[ApprovalRequest], Any] | None = None
         self._dialog: ApprovalDialog | None = None  # made when the first call needs it
         self._asks: dict[str, asyncio.Task] = {}  # the page's approval callbacks still deciding
-        self._tool_cards_element = resolve_element(tool_cards)
         self.mic = MicUplink(self._send, assets_url, self.codec)
         self.transport: Any = None
         self.transport_name: str | None = None
@@ -307,7 +305,7 @@ class Client:
         self.audio_blocked += 1
         if self._unlock is not None:
             self._unlock.close()  # it belonged to an earlier context (a rate change)
-        self._unlock = AudioUnlock(self.audio.player.ctx, self.enable_audio, anchor=self._transcript_element)
+        self._unlock = AudioUnlock(self.audio.player.ctx, self.enable_audio, anchor=self.renderer.element)
 
     def on_approval(self, callback: Callable[[ApprovalRequest], Any] | None) -> None:
         """Decide tool calls that need approval with the page's own UI instead of the
@@ -685,7 +683,7 @@ class Client:
             return
         if self._approval_callback is None:
             if self._dialog is None:
-                self._dialog = ApprovalDialog(self.approvals, anchor=self._tool_cards_element)
+                self._dialog = ApprovalDialog(self.approvals, anchor=self.cards.container)
             self._dialog.add(request)
             return
         task = asyncio.ensure_future(ask(request, self._approval_callback))

@@ -209,7 +209,6 @@ class AudioUnlock:
         self.ctx = ctx
         self._on_click = on_click
         self._owner = ProxyOwner()
-        self.clicks = 0
         button = js.document.createElement("button")
         button.type = "button"
         button.className = "pyclient-audio-unlock"
@@ -229,7 +228,6 @@ class AudioUnlock:
         return self.button is not None
 
     def _click(self, *_: Any) -> None:
-        self.clicks += 1
         self._on_click()  # synchronously, inside the user gesture
 
     def _state_changed(self, *_: Any) -> None:

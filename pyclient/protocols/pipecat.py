@@ -494,9 +494,6 @@ class PipecatCodec(Codec):
         options = {"run_immediately": True, "audio_response": self.audio_response}
         return [self._rtvi("send-text", {"content": text, "options": options})]
 
-    def finish(self) -> list[Event]:
-        return []
-
     def stats(self) -> dict[str, Any]:
         return {
             "protocol": self.name,

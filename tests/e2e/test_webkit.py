@@ -54,7 +54,7 @@ wait_for = webkit_env.wait_for
 
 
 def run_demo(driver: Any, server: Server, **query: Any) -> dict[str, Any]:
-    driver.get(server.url + "?" + urlencode({"autostart": 1, **query}))
+    open_demo(driver, server, **query)
     deadline = time.monotonic() + TIMEOUT_S
     while time.monotonic() < deadline:  # a condition, polled; WebDriver has no wait_for_function
         s = stats(driver)
