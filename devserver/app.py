@@ -25,9 +25,10 @@ from pyclient.frames import DEFAULT_MAX_PAYLOAD
 from .emulation import EMULATION, EmulationContext, socket_handler
 from .gemini_live import GeminiLiveSession, auth_tokens
 from .openai_realtime import OpenAIRealtimeSession, client_secrets
+from .resume import DEFAULT_REPLAY_BYTES, DEFAULT_RESUME_WINDOW_S, RESUME_FAILED, ResumableSession
 from .scenarios import SCENARIOS, ParamError, Params
 from .security import AccessPolicy, Handler, guard_middleware, has_dot_segment, text_error
-from .session import ClosedEarly, Session, close_first
+from .session import ClosedEarly, Session
 from .stats import StatsRegistry
 from .tokens import (
     RATE_LIMIT,
@@ -68,6 +69,8 @@ STATS = web.AppKey("stats", StatsRegistry)
 CONFIG = web.AppKey("config", ServerConfig)
 POLICY = web.AppKey("policy", AccessPolicy)
 SESSIONS = web.AppKey("sessions", weakref.WeakSet)  # the connections open right now
+RESUMABLE = web.AppKey("resumable", dict)  # resume token -> a /ws session that may resume
+RUNNERS = web.AppKey("runners", set)  # the /ws sessions' scenario tasks (not tied to one socket)
 WEB_ROOT = web.AppKey("web_root", Path)
 TOKENS = web.AppKey("tokens", TokenStore)  # credentials the emulated providers minted
 GEMINI_SOCKET = (
@@ -197,38 +200,86 @@ def _close_reason(text: str) -> bytes:
 
 
 async def ws_handler(request: web.Request) -> web.WebSocketResponse:
+    """``/ws``: a new pyclient.v1 session, or (``?resume=<token>&last_seq=<n>``) a lost
+    session's next socket (devserver/resume.py)."""
     config = request.app[CONFIG]
     params = dict(request.query)
-    scenario = params.get("scenario", "chat")
     credit_supported = params.get("credit", "1") != "0"
     protocols = (SUBPROTOCOL_CREDIT, SUBPROTOCOL) if credit_supported else (SUBPROTOCOL,)
     ws = web.WebSocketResponse(protocols=protocols, max_msg_size=4 * 1024 * 1024, heartbeat=None)
     await ws.prepare(request)
     _limit_send_buffer(request, config.sndbuf)
+    credit = ws.ws_protocol == SUBPROTOCOL_CREDIT
+    if "resume" in params:
+        return await _resume(request, ws, params, credit)
+    scenario = params.get("scenario", "chat")
     st = request.app[STATS].open(scenario, params, ws.ws_protocol)
-    session = Session(
-        ws,
-        st,
-        credit=ws.ws_protocol == SUBPROTOCOL_CREDIT,
-        transport=request.transport,
-        max_payload=config.max_payload,
-    )
+    try:
+        window = Params(params).num("resume_window", DEFAULT_RESUME_WINDOW_S, 0, 3600.0)
+        replay = Params(params).num("replay_kb", DEFAULT_REPLAY_BYTES // 1024, 1, 256 * 1024, int) * 1024
+    except ParamError:
+        window, replay = 0.0, DEFAULT_REPLAY_BYTES  # reported by the session's run, as every bad parameter
+    session = ResumableSession(st, max_payload=config.max_payload, replay_bytes=replay, resume_window=window)
     request.app[SESSIONS].add(session)
-    receiver = asyncio.create_task(session.receive_loop())
+    link = session.attach(ws, request.transport, credit, start=0)
+    if session.resumable:
+        request.app[RESUMABLE][session.token] = session
+    runner = asyncio.ensure_future(_run_session(request.app, session, scenario, params))
+    request.app[RUNNERS].add(runner)
+    runner.add_done_callback(request.app[RUNNERS].discard)
+    await link.finished.wait()
+    return ws
+
+
+async def _resume(
+    request: web.Request, ws: web.WebSocketResponse, params: dict[str, str], credit: bool
+) -> web.WebSocketResponse:
+    session = request.app[RESUMABLE].get(params["resume"])
+    last = params.get("last_seq")
+    last_seq = int(last) if last is not None and STATS_ID.fullmatch(last) else None
+    start = None
+    if session is None or session.closed.is_set():
+        why = "resume_failed: unknown or ended session"
+    elif last is not None and last_seq is None:
+        why = "resume_failed: last_seq is not a sequence number"
+    else:
+        start = session.replay.after(last_seq)
+        why = f"resume_failed: the frames after {last_seq} are no longer buffered"
+    if session is None or start is None:
+        await ws.close(code=RESUME_FAILED, message=_close_reason(why))
+        return ws
+    link = session.attach(ws, request.transport, credit, start)
+    session.resumes += 1
+    fields = {"connection_id": session.stats.id, "credit": credit, "replayed": link.replayed}
+    session.post(session.seq.control("resumed", awaiting=session.awaiting(), **fields))
+    await link.finished.wait()
+    return ws
+
+
+async def _run_session(app: web.Application, session: ResumableSession, scenario: str, params: dict[str, str]) -> None:
+    """A /ws session's scenario, from ``hello`` to ``done`` and the client's close, across
+    however many links carry it."""
+    config = app[CONFIG]
+    st = session.stats
     close_code, close_reason = WSCloseCode.OK, b""
     try:
         run = SCENARIOS.get(scenario)
+        resume = {"resume_token": session.token, "resume_window_s": session.resume_window} if session.resumable else {}
         await session.control(
             "hello",
             connection_id=st.id,
             scenario=scenario,
             protocol=1,
-            credit=session.credit is not None,
+            credit=session.link is not None and session.link.credit is not None,
             max_payload=session.max_payload,
+            **resume,
         )
         try:
             session.drop_after = Params(params).num("drop_after", 0, 0, 10**9, int)
+            session.drops = Params(params).num("drops", 1, 0, 1000, int)
             session.close_after = Params(params).num("close_after", 0, 0, 10**9, int)
+            Params(params).num("resume_window", 0, 0, 3600.0)
+            Params(params).num("replay_kb", 1, 1, 256 * 1024, int)
             if run is None:
                 names = ", ".join(sorted(SCENARIOS))
                 await session.control(
@@ -254,11 +305,10 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
         st.error(str(exc))
         close_reason = b"close_after"
     except (ConnectionResetError, ConnectionError) as exc:
-        if not st.dropped:  # a drop recorded itself
-            st.error(f"connection lost: {exc}")
-    except asyncio.CancelledError:  # aiohttp cancels handlers of lost connections when so configured
-        if not st.dropped:
-            st.error("connection lost: the handler was cancelled")
+        why = session.end_reason
+        st.error(f"connection lost: {exc}" + (f"; {why}" if why and why not in str(exc) else ""))
+    except asyncio.CancelledError:  # the server is shutting down
+        st.error("session cancelled: the server is shutting down")
         raise
     except Exception as exc:  # a bug in a scenario: record it and close with 1011, never 1000
         log.exception("scenario %s failed", scenario)
@@ -266,30 +316,31 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
         close_code = WSCloseCode.INTERNAL_ERROR
         close_reason = _close_reason(f"server bug: {type(exc).__name__} (see /stats?id={st.id})")
     finally:
+        app[RESUMABLE].pop(session.token, None)
         st.sample()
         session.resume_reading()  # a paused receive loop must see the close
-        closed_by_us = not ws.closed
+        link = session.link
+        closed_by_us = link is not None and not link.dead and not link.ws.closed
         try:
             if closed_by_us:
-                await close_first(ws, receiver, close_code, close_reason)
-            try:
-                await asyncio.wait_for(receiver, 5)
-            except TimeoutError:
-                receiver.cancel()
+                await session.close_link(close_code, close_reason)
         finally:
+            session.end("the session ended")
             session.release()
             st.ended = time.time()
-            request.app[STATS].close(st)
-            # The code of the closing handshake: ours if we closed first, else the client's;
-            # 1006 (abnormal closure) when drop_after aborted the connection without one.
-            if st.dropped:
-                st.close_code = WSCloseCode.ABNORMAL_CLOSURE
-            elif closed_by_us and ws.close_code is not None:
+            app[STATS].close(st)
+            # The code of the last link's closing handshake: ours if we closed first, else the
+            # client's; 1006 (abnormal closure) when it was lost without one (drop_after).
+            if closed_by_us and link is not None and link.ws.close_code is not None:
                 st.close_code = int(close_code)
-            else:
-                st.close_code = ws.close_code
+            elif link is not None:
+                st.close_code = link.close_code if link.close_code is not None else WSCloseCode.ABNORMAL_CLOSURE
             st.sample()
-    return ws
+
+
+async def _stop_sessions(app: web.Application) -> None:
+    for task in list(app[RUNNERS]):
+        task.cancel()
 
 
 def make_app(
@@ -324,6 +375,9 @@ def make_app(
     app[CONFIG] = ServerConfig(sndbuf, tool_result_idle_s, tool_result_cap_s)
     app[POLICY] = policy
     app[SESSIONS] = weakref.WeakSet()
+    app[RESUMABLE] = {}
+    app[RUNNERS] = set()
+    app.on_shutdown.append(_stop_sessions)
     app[WEB_ROOT] = web_root
     app[TOKENS] = store = TokenStore()
     keys = None if emulated_provider_keys is None else {p: frozenset(k) for p, k in emulated_provider_keys.items()}

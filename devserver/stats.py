@@ -21,6 +21,7 @@ import operator
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,6 +137,9 @@ class ConnectionStats:
     errors: deque = field(default_factory=lambda: deque(maxlen=KEEP_ERRORS))
     errors_count: int = 0
     dropped: bool = False  # the server aborted the connection on purpose (drop_after)
+    pings: int = 0  # heartbeat pings answered (pyclient.v1)
+    # A resumable /ws session's links, resumes and replay buffer (devserver/resume.py).
+    resume: Callable[[], dict[str, Any]] | None = field(default=None, repr=False)
     # What an emulated provider socket (devserver/emulation.py) records besides the figures above:
     # bounded by the emulation (lists of at most KEEP_CONTROLS entries, client values summarised).
     emulation: dict[str, Any] | None = None
@@ -268,6 +272,8 @@ class ConnectionStats:
             "errors": list(self.errors),
             "errors_count": self.errors_count,
             "dropped": self.dropped,
+            "pings": self.pings,
+            **({"resume": self.resume()} if self.resume is not None else {}),
             "timeline": list(self._timeline),
             **({"emulation": _plain(self.emulation)} if self.emulation is not None else {}),
         }

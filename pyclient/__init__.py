@@ -34,7 +34,7 @@ from .errors import (
     TruncatedFrame,
     UsageError,
 )
-from .events import Channel
+from .events import Channel, Reconnected, Reconnecting, ResumeFailed, SessionResumed
 from .frames import PROTOCOL_VERSION, FrameDecoder, Kind, Sequencer
 from .tools import ToolRegistry
 
@@ -52,7 +52,11 @@ __all__ = [
     "Kind",
     "ProtocolError",
     "PyclientError",
+    "Reconnected",
+    "Reconnecting",
+    "ResumeFailed",
     "Sequencer",
+    "SessionResumed",
     "ToolError",
     "ToolRegistry",
     "TransportError",

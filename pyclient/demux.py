@@ -32,6 +32,7 @@ from .events import (
     ProtocolErrorEvent,
     ServerError,
     ServerHello,
+    SessionResumed,
     StreamDone,
     TextDelta,
     TurnEnded,
@@ -61,7 +62,7 @@ from .tools import (
     ToolCallAssembler,
 )
 
-_CONTROL_EVENTS = {"hello": ServerHello, "end_of_turn": TurnEnded, "done": StreamDone}
+_CONTROL_EVENTS = {"hello": ServerHello, "end_of_turn": TurnEnded, "done": StreamDone, "resumed": SessionResumed}
 
 
 @dataclass
@@ -105,6 +106,7 @@ class Demux:
         )
         self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
         self._expected_seq: int | None = None
+        self.last_seq: int | None = None  # the sequence number of the last frame routed (resume point)
         self._forgiven: set[int] = set()
         self.stats = DemuxStats()
 
@@ -167,6 +169,7 @@ class Demux:
             self.stats.seq_gaps += 1
             out.append(ProtocolErrorEvent(f"sequence gap: expected frame {expected}, got {seq}", 0, seq))
         self._expected_seq = (seq + 1) % SEQ_MODULUS
+        self.last_seq = seq
 
     def _route_one(self, d: Decoded, out: list[Event]) -> None:
         """Route one frame; if that raises (a bug), the frame becomes a counted protocol error."""

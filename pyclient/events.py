@@ -118,6 +118,46 @@ class StreamDone:
 
 
 @dataclass(frozen=True)
+class SessionResumed:
+    """pyclient.v1: a new socket carries the session on (``resumed``: ``connection_id``,
+    ``replayed`` frames, ``awaiting`` call ids whose results the server has not received)."""
+
+    fields: dict[str, Any]
+    channel: ClassVar[Channel] = Channel.CONTROL
+
+
+@dataclass(frozen=True)
+class Reconnecting:
+    """The connection was lost and the client will try again in ``delay_s`` seconds
+    (attempt ``attempt``); ``code``/``reason`` say how the last socket ended."""
+
+    attempt: int
+    delay_s: float
+    code: int | None
+    reason: str
+    channel: ClassVar[Channel] = Channel.CONTROL
+
+
+@dataclass(frozen=True)
+class Reconnected:
+    """A new socket carries the session (``connection``: its number, from 0; ``after_s``:
+    time since the previous one was lost)."""
+
+    connection: int
+    after_s: float
+    channel: ClassVar[Channel] = Channel.CONTROL
+
+
+@dataclass(frozen=True)
+class ResumeFailed:
+    """The server could not resume the session (pyclient.v1: close 4410; or no resume was
+    offered): the client ends in ``error`` with ``reason``."""
+
+    reason: str
+    channel: ClassVar[Channel] = Channel.CONTROL
+
+
+@dataclass(frozen=True)
 class ControlMessage:
     """A control frame of a type this client does not interpret (forward compatible)."""
 

@@ -14,7 +14,8 @@ watermarks), ``tool_call_timeout`` (s a streamed tool call may stay unfinished),
 ``drain_timeout`` (s to send what is owed after ``done``), ``ws_path`` (another socket path
 than ``/ws``), ``approve`` (demo tools that wait for the user's approval, comma-separated:
 ``approve=calculator``), ``approval_timeout`` (s before an undecided call is denied),
-``max_pending_approvals``, ``autostart=1`` to connect on load. Every other parameter (turns, seconds, mb,
+``max_pending_approvals``, ``reconnect=0`` (a lost connection ends the session instead of
+resuming it), ``autostart=1`` to connect on load. Every other parameter (turns, seconds, mb,
 credit, ...) is passed on to the socket.
 """
 
@@ -48,7 +49,9 @@ PAGE_PARAMS = (
     "approve",
     "approval_timeout",
     "max_pending_approvals",
+    "reconnect",
 )
+MAX_TIMELINE_ENTRIES = 50
 THROTTLED_SPEED = 0.25
 READOUT_MS = 250
 
@@ -136,7 +139,10 @@ async def connect():
     if chart["js"] is not None:
         chart["js"].clear()
     doc.getElementById("tools").replaceChildren()
+    doc.getElementById("timeline").replaceChildren()
     options = {}
+    if param("reconnect") == "0":
+        options["reconnect"] = False
     if param("queue_kb"):
         options["receive_queue_bytes"] = int(param("queue_kb")) * 1024
     if param("send_high_kb"):
@@ -186,6 +192,7 @@ async def connect():
         set_status(f"error: {exc}", "error")
         return
     current["client"] = client
+    client.on_event(on_connection_event)
     set_buttons(True)
     set_status("connecting…")
     try:
@@ -195,6 +202,7 @@ async def connect():
         set_buttons(False)
         return
     set_status(f"open · {client.transport_name} · {client.transport.protocol}", "open")
+    timeline(f"connected · {client.transport_name} · {client.transport.protocol}")
     info = await client.wait_closed()
     if client.state == "error":
         set_status(f"error: {client.error}", "error")
@@ -204,6 +212,33 @@ async def connect():
     else:
         set_status(f"closed ({info.get('code')}) · {client.transport_name}")
     set_buttons(False)
+
+
+def timeline(text, cls=""):
+    """One line of the connection timeline (bounded: the oldest lines go)."""
+    ol = doc.getElementById("timeline")
+    li = doc.createElement("li")
+    li.textContent = f"{js.performance.now() / 1000:.1f} s · {text}"
+    if cls:
+        li.className = cls
+    ol.appendChild(li)
+    while ol.children.length > MAX_TIMELINE_ENTRIES:
+        ol.firstElementChild.remove()
+
+
+def on_connection_event(event):
+    if isinstance(event, pyclient.Reconnecting):
+        lost = f"lost (code {event.code})" if event.code is not None else "lost"
+        timeline(f"{lost} · retry {event.attempt} in {event.delay_s * 1000:.0f} ms", "lost")
+        set_status(f"reconnecting… (attempt {event.attempt})", "")
+    elif isinstance(event, pyclient.Reconnected):
+        timeline(f"reconnected after {event.after_s * 1000:.0f} ms (connection {event.connection + 1})", "back")
+        set_status("open · reconnected", "open")
+    elif isinstance(event, pyclient.SessionResumed):
+        replayed, awaiting = event.fields.get("replayed", 0), len(event.fields.get("awaiting") or [])
+        timeline(f"resumed · {replayed} frame(s) replayed · {awaiting} tool result(s) awaited", "back")
+    elif isinstance(event, pyclient.ResumeFailed):
+        timeline(f"resume failed: {event.reason}", "lost")
 
 
 async def disconnect():
@@ -260,6 +295,7 @@ def update_readout(*_):
     a = s["audio"] or {}
     rows = [
         ("state", s["state"]),
+        ("reconnects / resumes", f"{s['reconnects']} / {s['resumes']}"),
         ("transport", s["transport"]),
         ("frames in", s["frames_in"]),
         ("bytes in", s["bytes_in"]),

@@ -42,11 +42,15 @@ from ..events import (
     GoAway,
     Interrupted,
     ProtocolErrorEvent,
+    Reconnected,
+    Reconnecting,
     ResponseDone,
+    ResumeFailed,
     ResumptionUpdate,
     ServerError,
     ServerHello,
     SessionReady,
+    SessionResumed,
     StreamDone,
     TextDelta,
     ToolCallArgumentsDelta,
@@ -61,6 +65,7 @@ from ..events import (
 from ..flow import DEFAULT_CREDIT_WINDOW, DEFAULT_RECEIVE_QUEUE_BYTES, DEFAULT_SEND_HIGH, DEFAULT_SEND_LOW
 from ..frames import DEFAULT_MAX_PAYLOAD
 from ..protocols import PROTOCOLS, Message, SessionConfig, get_codec
+from ..reconnect import DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_DELAY_S, RETRY, ReconnectPolicy
 from ..schema import spec_for
 from ..tools import DEFAULT_OPEN_CALL_TIMEOUT, ToolExecutor, ToolOutcome, ToolRegistry
 from .approval import ApprovalDialog
@@ -80,7 +85,9 @@ DEFAULT_DRAIN_TIMEOUT_S = 30.0  # after 'done': time to send what we still owe b
 DEFAULT_SETUP_TIMEOUT_S = 30.0  # Gemini: time for the server to accept the set-up
 TOOL_EXPIRY_CHECK_S = 1.0
 
-STATES = ("idle", "connecting", "open", "closing", "closed", "error")
+STATES = ("idle", "connecting", "open", "reconnecting", "closing", "closed", "error")
+MAX_REMEMBERED_RESULTS = 256  # tool outcomes kept to answer a resumed server's 'awaiting' again
+RESUME_FAILED = 4410  # pyclient.v1: the server cannot resume the session
 
 TokenProvider = Callable[[], "str | dict[str, str] | Awaitable[str | dict[str, str]]"]
 
@@ -179,6 +186,9 @@ class Client:
         expose_stats: str | None = "pyclientStats",
         tools: ToolRegistry | None = None,
         codec_options: dict[str, Any] | None = None,
+        reconnect: bool = True,
+        reconnect_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        reconnect_max_delay: float = DEFAULT_MAX_DELAY_S,
     ) -> None:
         if protocol not in PROTOCOLS:
             raise UsageError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
@@ -213,7 +223,16 @@ class Client:
         # codec_options: the protocol codec's own options, e.g. {"barge_in_on_user_speech": False}
         # for a Pipecat bot whose interruption strategy may keep talking (docs/protocols/).
         self.codec = get_codec(protocol, **{**_codec_options(protocol, self._options), **(codec_options or {})})
-        self.conn = Connection(self.codec, credit=bool(credit), credit_window=credit_window)
+        self._credit = bool(credit)
+        self.conn = Connection(self.codec, credit=self._credit, credit_window=credit_window)
+        # Lost connections: the policy decides whether and when to try again (pyclient/reconnect.py).
+        self.reconnect = reconnect
+        self.policy = ReconnectPolicy(max_attempts=reconnect_attempts, max_delay=reconnect_max_delay)
+        self.resumes = 0
+        self._lost_at: float | None = None
+        self._protocols: list[str] = []
+        self._answered: dict[str, ToolOutcome] = {}  # call_id -> outcome sent (bounded)
+        self.tool_results_resent = 0
         self.renderer = TokenRenderer(resolve_element(transcript))
         self.cards = ToolCards(resolve_element(tool_cards), max_tool_cards)
         self.audio = (
@@ -271,6 +290,7 @@ class Client:
         self.protocol_errors: list[str] = []
         self.internal_errors: list[str] = []
         self.close_info: dict[str, Any] | None = None
+        self._gave_up: tuple[int | None, str] | None = None
         if expose_stats:
             self.expose_stats(expose_stats)
 
@@ -350,28 +370,49 @@ class Client:
                 # bounds how far the server runs ahead (kernel buffers), which a barge-in would
                 # otherwise have to read and drop.
                 protocols = self.conn.subprotocols(token)
-            opts = {k: self._options[k] for k in ("receive_queue_bytes", "send_high", "send_low")}
-            self.transport = make_transport(
-                self.transport_name, classify=self.codec.classify, audio_samples=self.codec.audio_samples, **opts
-            )
-            await self.transport.open(self.url, protocols)
-            # The socket closed: calls waiting for a person can no longer be answered, and a
-            # stream stalled on a full approval queue must not wait for a decision.
-            self.transport.closed.add_done_callback(lambda _f: self.approvals.shut("the connection closed"))
+            self._protocols = protocols
+            await self._open_socket(self.url)
         except Exception as exc:
-            if self.transport is not None:
-                self.transport.dispose()  # a failed open must not leak its proxies
             self.renderer.close()
             self._fail(str(exc))
             raise
         self.state = "open"
+        opening = self._start_pipe()
+        self._runner = asyncio.ensure_future(self._run())
+        self._expiry = asyncio.ensure_future(self._expire_tool_calls())
+        await self._send(lambda: opening, opening=True)
+        return self
+
+    async def _open_socket(self, url: str) -> None:
+        """Open one socket (the first, or the next one after a loss)."""
+        opts = {k: self._options[k] for k in ("receive_queue_bytes", "send_high", "send_low")}
+        transport = make_transport(
+            self.transport_name, classify=self.codec.classify, audio_samples=self.codec.audio_samples, **opts
+        )
+        try:
+            await transport.open(url, self._protocols)
+        except BaseException:
+            transport.dispose()  # a failed open must not leak its proxies
+            raise
+        self.transport = transport
+        # The socket closed for good: calls waiting for a person can no longer be answered,
+        # and a stream stalled on a full approval queue must not wait for a decision. (A
+        # connection that will be resumed keeps them: the same session answers them.)
+        transport.closed.add_done_callback(self._socket_closed)
+        self.policy.opened()
+
+    def _socket_closed(self, closed: asyncio.Future) -> None:
+        code, reason = closed.result() if not closed.cancelled() else (None, "")
+        if not self._will_reconnect(code, reason):
+            self.approvals.shut("the connection closed")
+
+    def _start_pipe(self) -> list[Message]:
+        """Pipe the socket through the demux; returns the protocol's opening messages."""
         transform = js_object(transform=self._pipe_owner.proxy(self._transform))
         # The demux emits nothing downstream; a readable high-water mark of 1 keeps the
         # TransformStream from applying backpressure for a reader that does not exist.
         demux_stream = js.TransformStream.new(transform, js_object(highWaterMark=1), js_object(highWaterMark=1))
         self._pipe = self.transport.readable.pipeTo(demux_stream.writable)
-        self._runner = asyncio.ensure_future(self._run())
-        self._expiry = asyncio.ensure_future(self._expire_tool_calls())
         config = SessionConfig(
             tools=tuple(spec_for(t) for t in self.tools),
             model=self.session_config["model"],
@@ -384,8 +425,7 @@ class Client:
             self._ready.set()
         else:
             self._spawn(self._watch_setup())
-        await self._send(lambda: opening, opening=True)
-        return self
+        return opening
 
     async def _resolve_token(self, token: Any, url: str | None) -> tuple[str | None, str | None]:
         if callable(token):
@@ -514,6 +554,7 @@ class Client:
                 "over_timeout": self.tool_over_timeout,
                 "executed": self.executor.executed,
                 "duplicate_calls": self.duplicate_calls,
+                "results_resent": self.tool_results_resent,
                 "cards": self.cards.count,
                 **self.approvals.stats(),
                 "registered": [tool["name"] for tool in self.tools.describe()],
@@ -552,6 +593,9 @@ class Client:
             "session": dict(self.session),
             "usage": dict(self.usage),
             "close": self.close_info,
+            "reconnects": self.policy.reconnects,
+            "connections": self.policy.stats()["connections"],
+            "resumes": self.resumes,
             "error": self.error,
             "internal_errors": list(self.internal_errors),
             "memory": memory_stats(),
@@ -639,8 +683,9 @@ class Client:
                 self.approvals.cancel(call_id)  # waiting for a person: it leaves the queue now
                 self.cards.cancelled(call_id)  # only a card still running says so
         elif isinstance(event, (ToolCallReady, ToolCallInvalid)):
-            if event.call_id in self._tool_tasks:
-                self.duplicate_calls += 1  # the same id again while it runs or waits: one answer
+            if event.call_id in self._tool_tasks or event.call_id in self._answered:
+                # The same id again while it runs or waits, or after it was answered: one answer.
+                self.duplicate_calls += 1
                 return
             self.tool_calls += 1
             request = None
@@ -717,6 +762,9 @@ class Client:
             self.tool_over_timeout += 1
         payload = outcome.result if outcome.ok else outcome.error
         self.cards.finished(outcome, payload)
+        self._answered[outcome.call_id] = outcome  # a resumed server may ask for it again
+        if len(self._answered) > MAX_REMEMBERED_RESULTS:
+            del self._answered[next(iter(self._answered))]
         try:
             if await self._send(lambda: self.codec.tool_result(outcome)):
                 self.tool_results_sent += 1
@@ -764,8 +812,23 @@ class Client:
             self.session["resumable"] = event.resumable
             if event.resumable and event.handle is not None and len(event.handle) <= MAX_SERVER_FIELD_BYTES:
                 self.session["resumption_handle"] = event.handle
+        elif isinstance(event, SessionResumed):
+            self.resumes += 1
+            await self._answer_again(event.fields.get("awaiting"))
         elif isinstance(event, ProtocolErrorEvent):
             self._remember(self.protocol_errors, event.reason)
+
+    async def _answer_again(self, awaiting: Any) -> None:
+        """A resumed server still waits for these calls: results sent on the lost socket may
+        not have arrived. Answered ones are sent again (the server takes each call's first
+        result: idempotent by call_id); running ones answer when they finish; none runs twice."""
+        if not isinstance(awaiting, list):
+            return
+        for call_id in awaiting[:MAX_REMEMBERED_RESULTS]:
+            outcome = self._answered.get(call_id) if isinstance(call_id, str) else None
+            if outcome is not None:
+                self.tool_results_resent += 1
+                self._spawn(self._send(lambda outcome=outcome: self.codec.tool_result(outcome)))
 
     async def _on_interrupted(self, event: Interrupted) -> None:
         self.interruptions += 1
@@ -859,13 +922,33 @@ class Client:
                 await self.transport.send(message)
             return len(messages)
 
+    def _will_reconnect(self, code: int | None, reason: str) -> bool:
+        """Whether a socket that ended with ``code``/``reason`` is followed by another: the
+        page did not close it, the server did not finish, the policy says the loss is worth a
+        retry, and the protocol can continue the session (pyclient.v1: a resume token)."""
+        if not self.reconnect or self.state not in ("open", "reconnecting") or self.conn.done:
+            return False
+        if getattr(self, "_setup_failed", False) or self.url is None:
+            return False
+        from ..reconnect import classify
+
+        return classify(code, reason)[0] == RETRY and self.codec.resume_url(self.url) is not None
+
     async def _run(self) -> None:
-        error = None
-        try:
-            await self._pipe
-        except JsException as exc:
-            error = f"stream failed: {exc}"
-        self._pipe_owner.close()  # the pipe will not call the transform again
+        while True:
+            error = None
+            try:
+                await self._pipe
+            except JsException as exc:
+                error = f"stream failed: {exc}"
+            self._pipe_owner.close()  # the pipe will not call the transform again
+            code, reason = await self.transport.closed
+            if code == RESUME_FAILED and self.policy.reconnects:
+                self._notify(ResumeFailed(reason or "the server cannot resume the session"))
+            # A stream error that comes with a lost socket is that loss (WebSocketStream's
+            # readable errors when the connection drops): the socket's code decides.
+            if not self._will_reconnect(code, reason) or not await self._reconnect(code, reason):
+                break
         self._expiry.cancel()
         await self.mic.abort()  # whatever ended the stream, the device is released now
         self.approvals.shut("the connection ended")  # nobody is left to answer
@@ -874,11 +957,70 @@ class Client:
                 await self.renderer.write(event.text)
         self.renderer.flush_now()
         code, reason = await self.transport.closed
+        if self._gave_up is not None:
+            code, reason = self._gave_up
         if self._tool_tasks:
             await asyncio.wait(list(self._tool_tasks.values()), timeout=5)
         if getattr(self, "_setup_failed", False) and error is None:
             error = f"the server did not accept the session set-up within {self._options['setup_timeout']:g} s"
+        if self._gave_up is not None and error is None and code != 1000:
+            error = self._gave_up[1]
         self._finish({"code": code, "reason": reason}, error=error)
+
+    async def _reconnect(self, code: int | None, reason: str) -> bool:
+        """The socket was lost mid-session: open another that resumes it. Returns False when
+        the policy gives up or the page closed meanwhile (then the session ends)."""
+        self.policy.closed(code, reason)
+        self.state = "reconnecting"
+        self._ready.clear()  # sends wait for the next socket: nothing goes into a dead one
+        self._lost_at = time.monotonic()
+        self.mic.paused = True
+        while True:
+            delay = self.policy.next_delay()
+            if delay is None:
+                why = f"gave up reconnecting after {self.policy.max_attempts} attempts"
+                self._gave_up = (code, f"connection lost ({'code ' + str(code) if code else 'no code'}); {why}")
+                return False
+            self._notify(Reconnecting(self.policy.attempts, round(delay, 3), code, reason))
+            await asyncio.sleep(delay)
+            if self.state != "reconnecting":
+                self._gave_up = (1000, "client closed while reconnecting")  # the page closed it meanwhile
+                return False
+            url = self.codec.resume_url(self.url)
+            try:
+                if self._token is not None:  # asked again for every socket: tokens are short-lived
+                    token, _ = await self._resolve_token(self._token, None)
+                    self._protocols = self.conn.subprotocols(token)
+                self.transport.dispose()
+                await self._open_socket(url)
+            except Exception as exc:
+                code, reason = None, f"could not open: {exc}"
+                self.policy.closed(code, reason)
+                continue
+            break
+        self.conn = Connection(self.codec, credit=self._credit, credit_window=self._options["credit_window"])
+        self.state = "open"
+        self.mic.paused = False
+        self._notify(Reconnected(self.policy.reconnects, round(time.monotonic() - self._lost_at, 3)))
+        opening = self._start_pipe()
+        # Not awaited here: a socket lost again at once (or refused, 4410) must not hold the
+        # loop that notices it.
+        self._spawn(self._send_opening(opening))
+        return True
+
+    async def _send_opening(self, opening: list[Message]) -> None:
+        try:
+            await self._send(lambda: opening, opening=True)
+        except PyclientError as exc:
+            self._remember(self.internal_errors, f"opening messages not sent: {exc}")
+
+    def _notify(self, event: Event) -> None:
+        """An event of the client's own (reconnects): listeners only, no sink."""
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception as exc:
+                self._remember(self.internal_errors, f"event listener failed: {exc!r}")
 
     def _finish(self, info: dict[str, Any], error: str | None = None) -> None:
         """End the session with the connection core's verdict (``closed`` or ``error``)."""
@@ -923,5 +1065,5 @@ def _redact(url: str | None) -> str | None:
     parts = []
     for part in query.split("&"):
         key = part.split("=", 1)[0]
-        parts.append(f"{key}=…" if key in ("key", "access_token", "token") else part)
+        parts.append(f"{key}=…" if key in ("key", "access_token", "token", "resume") else part)
     return base + "?" + "&".join(parts)

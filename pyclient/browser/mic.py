@@ -58,6 +58,8 @@ class MicUplink:
         self.dropped_samples = 0
         self.error: str | None = None
         self.track_state = "none"  # "live" while capturing, "ended" once released
+        self.paused = False  # the connection is being re-established: captured audio is not kept
+        self.paused_samples = 0  # captured while paused (dropped: nobody could hear them live)
         self.device_rate = 0
 
     async def start(self, target_rate: int | None = None) -> None:
@@ -82,6 +84,11 @@ class MicUplink:
         self._sender = asyncio.ensure_future(self._send_loop())
 
     def _on_frame(self, samples: Any) -> None:
+        if self.paused:
+            n = int(samples.length)
+            self.captured_samples += n
+            self.paused_samples += n
+            return
         pcm = js.Uint8Array.new(samples.buffer, samples.byteOffset, samples.byteLength).to_bytes()
         self.captured_samples += len(pcm) // 2
         if len(self._queue) >= self.max_queued_frames:
@@ -161,5 +168,7 @@ class MicUplink:
             "queued_frames": len(self._queue),
             "dropped_frames": self.dropped_frames,
             "dropped_samples": self.dropped_samples,
+            "paused": self.paused,
+            "paused_samples": self.paused_samples,
             "error": self.error,
         }

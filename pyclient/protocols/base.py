@@ -126,6 +126,11 @@ class Codec(ABC):
         """At the end of the stream: events still held back (text cut inside a character)."""
         return []
 
+    def resume_url(self, url: str) -> str | None:
+        """After a lost socket: the URL that continues this session on a new one, or None when
+        the session cannot continue (the protocol or the server offers no resume)."""
+        return None
+
     # -------------------------------------------------------------- sending
 
     @abstractmethod

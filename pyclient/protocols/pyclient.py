@@ -9,9 +9,10 @@ The only protocol here with credit flow control, sequence numbers and an end mar
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..demux import Demux
-from ..events import Event, ProtocolErrorEvent
+from ..events import Event, ProtocolErrorEvent, ServerHello
 from ..frames import (
     AUDIO_META_SIZE,
     DEFAULT_MAX_PAYLOAD,
@@ -28,12 +29,14 @@ from .base import Capabilities, Codec, Incoming, Message, SessionConfig
 
 SUBPROTOCOL = "pyclient.v1"
 SUBPROTOCOL_CREDIT = "pyclient.v1.credit"
+RESUME_FAILED = 4410  # the server's close code when a session cannot be resumed
+MAX_RESUME_TOKEN = 512
 
 
 class PyclientCodec(Codec):
     name = "pyclient"
     capabilities = Capabilities(
-        credit=True, sequence_numbers=True, streamed_tool_arguments=True, truncate=True, end_marker=True
+        credit=True, sequence_numbers=True, streamed_tool_arguments=True, truncate=True, resume=True, end_marker=True
     )
     input_audio_rate = None  # any rate: AUDIO frames carry theirs
 
@@ -43,6 +46,7 @@ class PyclientCodec(Codec):
         self.demux = Demux(max_payload=max_payload, open_call_timeout=open_call_timeout)
         self.seq = Sequencer()
         self.text_messages = 0
+        self.resume_token: str | None = None  # the server's hello offers one: the session can resume
 
     def subprotocols(self, *, token: str | None = None, credit: bool = False) -> list[str]:
         return [SUBPROTOCOL_CREDIT, SUBPROTOCOL] if credit else [SUBPROTOCOL]
@@ -55,7 +59,26 @@ class PyclientCodec(Codec):
         if isinstance(message, str):
             self.text_messages += 1
             return [ProtocolErrorEvent("text WebSocket message ignored: pyclient.v1 is binary", len(message))]
-        return self.demux.feed_message(message)
+        events = self.demux.feed_message(message)
+        for event in events:
+            if isinstance(event, ServerHello):
+                token = event.fields.get("resume_token")
+                if isinstance(token, str) and 0 < len(token) <= MAX_RESUME_TOKEN:
+                    self.resume_token = token
+        return events
+
+    def resume_url(self, url: str) -> str | None:
+        """The URL that resumes this session after a lost socket: ``url`` with ``resume`` (the
+        server's token) and ``last_seq`` (the last frame consumed; the server replays what
+        follows). None: the server offered no resume."""
+        if self.resume_token is None:
+            return None
+        parts = urlsplit(url)
+        query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in ("resume", "last_seq")]
+        query.append(("resume", self.resume_token))
+        if self.demux.last_seq is not None:
+            query.append(("last_seq", str(self.demux.last_seq)))
+        return urlunsplit(parts._replace(query=urlencode(query)))
 
     def forgive(self, seqs: list[int]) -> None:
         """Sequence numbers of frames dropped on purpose (queue overflow): not gaps."""

@@ -124,7 +124,7 @@ def test_a_dropped_connection_is_a_clear_error_and_keeps_what_arrived(
     assert demo.wait_ended()["state"] == "closed"
     full = demo.transcript()
     # The server aborts the TCP connection (no closing handshake) after 80 frames, mid-turn.
-    demo.open(**chat, drop_after=80)
+    demo.open(**chat, drop_after=80, resume_window=0)
     s = demo.wait_ended()
     assert s["state"] == "error", s
     assert s["close"]["code"] == 1006 and s["error"].startswith("connection closed abnormally (code 1006"), s
@@ -139,7 +139,7 @@ def test_a_dropped_connection_is_a_clear_error_and_keeps_what_arrived(
 
 
 def test_audio_that_arrived_before_a_drop_still_plays_out(demo: Demo) -> None:
-    demo.open(scenario="voice", seconds=3, drop_after=60)
+    demo.open(scenario="voice", seconds=3, drop_after=60, resume_window=0)
     s = demo.wait_ended()
     assert s["state"] == "error" and s["close"]["code"] == 1006, s
     received = s["audio"]["samples_received"]

@@ -35,7 +35,7 @@ def test_the_microphone_is_released_when_the_page_disconnects(demo: Demo) -> Non
 
 
 def test_the_microphone_is_released_when_the_connection_drops(demo: Demo) -> None:
-    demo.open(**VOICE_WITH_MIC, drop_after=100)
+    demo.open(**VOICE_WITH_MIC, drop_after=100, resume_window=0)
     start_mic(demo)
     s = demo.wait_ended()
     assert s["state"] == "error" and s["close"]["code"] == 1006

@@ -130,7 +130,7 @@ def test_server_without_credit_support_refuses_the_subprotocol() -> None:
 
 def test_drop_after_aborts_the_connection_like_a_crash() -> None:
     async def t(client: TestClient) -> None:
-        out = await converse(client, "scenario=chat&turns=1&tokens=200&burst=0&drop_after=40")
+        out = await converse(client, "scenario=chat&turns=1&tokens=200&burst=0&drop_after=40&resume_window=0")
         st = out["stats"]
         assert st["dropped"] and st["frames_sent"] == 40
         assert any("dropped on purpose" in e for e in st["errors"]), st["errors"]
