@@ -32,11 +32,17 @@ from aiohttp import web
 
 from devserver.app import DEFAULT_SNDBUF, SetupError, make_app
 from devserver.security import normalise_origin
-from devserver.tokens import ProviderConfig
+from devserver.tokens import RATE_LIMIT, ProviderConfig
 
 
 async def _serve(
-    host: str, port: int, sndbuf: int, allowed_origins: list[str], connect_src: list[str], providers: ProviderConfig
+    host: str,
+    port: int,
+    sndbuf: int,
+    allowed_origins: list[str],
+    connect_src: list[str],
+    providers: ProviderConfig,
+    session_rate: int = RATE_LIMIT[0],
 ) -> None:
     app = make_app(
         sndbuf=sndbuf,
@@ -44,6 +50,7 @@ async def _serve(
         allowed_origins=allowed_origins,
         extra_connect_src=connect_src,
         providers=providers,
+        session_rate_limit=(session_rate, RATE_LIMIT[1]),
     )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -93,6 +100,14 @@ def main(argv: list[str] | None = None) -> int:
         help="Gemini REST base URL to mint auth tokens at when GEMINI_API_KEY is set "
         "(default: env GEMINI_BASE_URL, else https://generativelanguage.googleapis.com)",
     )
+    ap.add_argument(
+        "--session-rate",
+        type=int,
+        default=RATE_LIMIT[0],
+        metavar="N",
+        help=f"tokens POST /session mints per client address per minute (default {RATE_LIMIT[0]}; every "
+        "reconnect asks for a new one)",
+    )
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     for origin in args.allow_origin:
@@ -106,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(str(exc))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
     try:
-        asyncio.run(_serve(args.host, args.port, args.sndbuf, args.allow_origin, args.connect_src, providers))
+        asyncio.run(
+            _serve(args.host, args.port, args.sndbuf, args.allow_origin, args.connect_src, providers, args.session_rate)
+        )
     except SetupError as exc:
         print(f"serve.py: {exc}", file=sys.stderr)
         return 2

@@ -109,11 +109,14 @@ class HandleStore:
 
     def __init__(self, limit: int = MAX_ITEMS, ttl_s: float = 2 * 3600.0) -> None:
         self.limit, self.ttl_s = limit, ttl_s
-        self._handles: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._handles: OrderedDict[str, tuple[int, float, int, int]] = OrderedDict()
         self._open: set[int] = set()
 
-    def issue(self, handle: str, conn_id: int) -> None:
-        self._handles[handle] = (conn_id, time.monotonic() + self.ttl_s)
+    def issue(self, handle: str, conn_id: int, turns: int = 0, root: int | None = None) -> None:
+        """``handle`` resumes the session ``conn_id`` carries (first connection: ``root``)
+        after its first ``turns`` turns."""
+        root = conn_id if root is None else root
+        self._handles[handle] = (conn_id, time.monotonic() + self.ttl_s, turns, root)
         while len(self._handles) > self.limit:
             self._handles.popitem(last=False)
 
@@ -121,6 +124,11 @@ class HandleStore:
         """The connection that issued ``handle`` (None: unknown or expired)."""
         found = self._handles.get(handle)
         return found[0] if found is not None and found[1] > time.monotonic() else None
+
+    def turns(self, handle: str) -> tuple[int, int]:
+        """How many turns of the session ``handle`` covers, and the session's first connection."""
+        found = self._handles.get(handle)
+        return (found[2], found[3]) if found is not None else (0, 0)
 
     def opened(self, conn_id: int) -> None:
         self._open.add(conn_id)
@@ -279,6 +287,9 @@ class EmulatedSession(Session):
         self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
         self._mic_last = 0.0
         self.client_types = Counter()
+        self.skip_turns = 0  # a resumed session: turns its earlier connections delivered
+        self.carried: dict[str, bool | None] = {}  # calls answered on those connections
+        self.turns_skipped = 0
         self.rec: dict[str, Any] = {
             "scenario_done": False,
             "client_messages": self.client_types.counts,
@@ -290,10 +301,12 @@ class EmulatedSession(Session):
         p = Params(query)
         self.hangup, self.vad_threshold = 0.0, float(VAD_THRESHOLD)
         self.read_params(Params({}))  # the defaults, then what the query says
+        self.drops = 1
         try:
             self.hangup = p.num("hangup", 0.0, 0.0, 3600.0)
             self.vad_threshold = p.num("vad_threshold", VAD_THRESHOLD, 1, 32768)
             self.drop_after = p.num("drop_after", 0, 0, 10**9, int)  # as on /ws: abort TCP after N messages
+            self.drops = p.num("drops", 1, 0, 1000, int)  # ... on the first `drops` connections of a session
             self.close_after = p.num("close_after", 0, 0, 10**9, int)  # close (1000) after N, mid-scenario
             self.read_params(p)
         except ParamError as exc:
@@ -337,6 +350,11 @@ class EmulatedSession(Session):
         """After the scenario: end what is open, wait for the tool results."""
         await self.control("end_of_turn")
         await self.wait_results()
+
+    def closed_as_told(self) -> bool:
+        """The client closed after the server announced the connection's end (Gemini's
+        ``goAway``): what a client should do, not a lost connection."""
+        return False
 
     async def watchdog(self) -> None:
         """The provider's session limit (returns never, or raises SessionEnd)."""
@@ -472,7 +490,8 @@ class EmulatedSession(Session):
             self.stats.send_blocked_since = None
         now = time.monotonic()
         self.stats.on_sent(len(raw), now - t0)
-        if self.drop_after and self.stats.frames_sent >= self.drop_after:
+        resumed = len(self.stats.resumed_connections)
+        if self.drop_after and self.stats.frames_sent >= self.drop_after and resumed < self.drops:
             self.drop()
         if self.close_after and self.stats.frames_sent >= self.close_after:
             raise ClosedEarly(
@@ -507,15 +526,66 @@ class EmulatedSession(Session):
     # still takes its time: a dropped audio frame its duration, anything else a turn of the loop,
     # so that a scenario that does not look at ``cut_items`` (flood) never spins.
 
+    #
+    # A resumed session (Gemini's handle, OpenAI's replayed conversation) goes on where the
+    # session it continues stopped: the seeded scenario runs again and its first
+    # ``skip_turns`` turns are *skipped*: accounted (so /stats covers the whole session's text,
+    # samples and calls), not sent, not paced. See ``resume_from``.
+
+    @property
+    def skipping(self) -> bool:
+        return self.turns_skipped < self.skip_turns
+
+    def resume_from(self, issuer: int, turns: int) -> None:
+        """Continue the session of connection ``issuer`` after its first ``turns`` turns: its
+        tool accounting carries over, and those turns are skipped."""
+        self.skip_turns = turns
+        self.rec["resumed_from"] = issuer
+        self.rec["skipped_turns"] = turns
+        before = self.ctx.stats.get(issuer)
+        if before is not None:
+            self.carried = dict(before.answered_calls)
+            self.stats.resumed_connections = [*before.resumed_connections, issuer][-KEEP:]
+
+    def skipped_turn(self) -> None:
+        """An ``end_of_turn`` step while skipping."""
+        self.turns_skipped += 1
+
+    async def sleep(self, seconds: float) -> None:
+        if not self.skipping:
+            await asyncio.sleep(seconds)
+
     async def text(self, data: str | bytes) -> None:
-        if not await self.render_text(data):
+        if self.skipping:
+            raw, _ = self.take_text(data)
+            self.stats.on_text(raw)
+        elif not await self.render_text(data):
             await self.yield_to_loop()
 
     async def audio(self, pcm: bytes, *, sample_rate: int, item_id: int, final: bool = False) -> None:
-        if not await self.render_audio(pcm, sample_rate, item_id, final):
+        if self.skipping:
+            self.stats.on_audio(pcm)
+        elif not await self.render_audio(pcm, sample_rate, item_id, final):
             await asyncio.sleep(len(pcm) / 2 / sample_rate)
 
+    def call_id_for(self, name: str) -> str | None:
+        """The id the protocol gives the scenario's next call (None: not reproducible)."""
+        return None
+
+    def skipped_call(self, name: str) -> None:
+        """A call of a skipped turn: answered on an earlier connection; counted here again, with
+        that answer, so that this connection's /stats cover the whole session."""
+        call_id = self.call_id_for(name)
+        self.stats.tool_calls_sent += 1
+        if call_id is not None and call_id in self.carried:
+            self.stats.count_carried_result(call_id, self.carried[call_id])
+        else:
+            self.stats.error(f"a call of a skipped turn ({name}) has no answer from the earlier connections")
+
     async def tool_call(self, name: str, arguments: dict[str, Any], expect: Any = None) -> str:
+        if self.skipping:
+            self.skipped_call(name)
+            return "call_skipped"
         call_id = await self.render_tool_call(name, arguments, expect)
         if call_id is None:
             await self.yield_to_loop()
@@ -663,10 +733,12 @@ def socket_handler(cls: type[EmulatedSession]) -> Callable[[web.Request], Awaita
             st.error(str(exc))
             reason = b"close_after"
         except (ConnectionResetError, ConnectionError) as exc:
-            if not st.dropped:
+            if session.closed_as_told():
+                session.rec["closed_after_goaway"] = True  # the client moved to a new connection
+            elif not st.dropped:
                 st.error(f"connection lost: {exc}")
         except asyncio.CancelledError:  # aiohttp cancels handlers of lost connections when so configured
-            if st.dropped:
+            if st.dropped or session.closed_as_told():
                 pass
             elif session.closed.is_set() and session.phase in ("opening", "scenario"):
                 st.error(f"connection lost: the client closed the connection during the {session.phase} phase")

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import hashlib
 import re
 import secrets
 from collections import OrderedDict
@@ -186,6 +187,8 @@ class GeminiLiveSession(EmulatedSession):
         self.cancel_done = False
         self.vads: dict[int, EnergyVad] = {}
         self.turns = 0
+        self.turn_call_count = 0
+        self.session_root = self.stats.id  # the first connection of the session (resumes keep it)
         self.rec.update(
             {
                 "setup": None,
@@ -247,6 +250,9 @@ class GeminiLiveSession(EmulatedSession):
     async def scenario_error(self, code: str, message: str) -> None:
         self.rec["scenario_error"] = clip(f"{code}: {message}", 200)
         raise SessionEnd(CLOSE_INVALID, f"{code}: {message}")
+
+    def closed_as_told(self) -> bool:
+        return bool(self.rec["goaway_sent"]) and self.closed.is_set()
 
     async def watchdog(self) -> None:
         await asyncio.sleep(max(0.0, self.lifetime_s - self.goaway_s))
@@ -318,8 +324,15 @@ class GeminiLiveSession(EmulatedSession):
                 await self.emit({"sessionResumptionUpdate": {"newHandle": "", "resumable": False}})
         return call_id
 
+    def call_id_for(self, name: str) -> str | None:
+        return self._call_id(name)
+
     def _call_id(self, name: str) -> str:
-        call_id = f"function-call-{secrets.randbits(63)}"
+        # The same call of the same turn has the same id on every connection of a session (a
+        # resumed session sends the interrupted turn again; the client answers it once).
+        self.turn_call_count += 1
+        key = f"{self.session_root}:{self.turns}:{self.turn_call_count}:{name}".encode()
+        call_id = f"function-call-{int.from_bytes(hashlib.sha256(key).digest()[:8], 'big') >> 1}"
         self.names[call_id] = name
         while len(self.names) > MAX_ITEMS:
             self.names.popitem(last=False)
@@ -356,6 +369,12 @@ class GeminiLiveSession(EmulatedSession):
             self.cancelled.popitem(last=False)
 
     async def control(self, type: str, **fields: Any) -> None:
+        if self.skipping:  # a turn an earlier connection of the session delivered
+            if type == "end_of_turn":
+                self.skipped_turn()
+                self.turns += 1
+                self.turn_call_count = 0
+            return
         if type == "end_of_turn":
             await self._end_turn()
         elif type == "interrupted":
@@ -398,11 +417,12 @@ class GeminiLiveSession(EmulatedSession):
                 self.turns += 1
                 if self.resumption:
                     handle = f"pyclient{self.stats.id}-{self.turns}-{secrets.token_hex(8)}"
-                    self.ctx.handles.issue(handle, self.stats.id)
+                    self.ctx.handles.issue(handle, self.stats.id, self.turns, self.session_root)
                     self.rec["handles_sent"] += 1
                     await self.emit({"sessionResumptionUpdate": {"newHandle": handle, "resumable": True}})
             self.turn_open = self.turn_interrupted = self.turn_unresumable = False
             self.turn_calls, self.turn_item, self.turn_units = [], None, 0
+            self.turn_call_count = 0
             self.dropping = False
 
     async def finish(self) -> None:
@@ -468,7 +488,8 @@ class GeminiLiveSession(EmulatedSession):
                 self.client_error(f"resumed session {issuer} while its connection is still open (close it first)")
                 raise SessionEnd(CLOSE_UNAVAILABLE, "The service is currently unavailable.")
             resumed = True
-            self.rec["resumed_from"] = issuer
+            turns, self.session_root = self.ctx.handles.turns(str(handle))
+            self.resume_from(issuer, turns)
         if isinstance(self.auth, MintedToken):
             refused = self.ctx.store.start_session(self.auth, resumed)
             if refused is not None:

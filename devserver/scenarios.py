@@ -6,7 +6,8 @@ one has a default and a documented range (docs/PROTOCOL.md, "Dev server scenario
 
 A scenario is a script of protocol-neutral *steps* on its session: ``text``, ``audio``,
 ``tool_call``, ``control("end_of_turn" | "interrupted" | "error")``, ``cut_items``,
-``pause_reading``/``resume_reading``, ``wait_mic_end``. ``session.Session`` renders them as
+``pause_reading``/``resume_reading``, ``wait_mic_end``, ``sleep`` (pacing: a resumed emulated
+session fast-forwards through turns already delivered without waiting). ``session.Session`` renders them as
 pyclient.v1 frames; the emulated providers (devserver/emulation.py) render the same steps as
 OpenAI Realtime events or Gemini Live messages, so one seed gives the same words, samples and
 tool calls on every protocol. ``faults`` and ``hostile`` forge pyclient.v1 frames (``raw``,
@@ -154,10 +155,10 @@ async def chat(s: Session, p: Params) -> None:
                         await s.tool_call("launch_rockets", {"count": 3})
             i += size
             if burst:
-                await asyncio.sleep(burst * size / n)
+                await s.sleep(burst * size / n)
         await s.control("end_of_turn", turn=turn)
         if turn < turns - 1 and pause:
-            await asyncio.sleep(pause)
+            await s.sleep(pause)
 
 
 def _synth_frame(rng: random.Random, start: int, count: int, rate: int, pitch: float) -> bytes:
@@ -211,7 +212,7 @@ async def voice(s: Session, p: Params) -> None:
                 stall_until = max(stall_until, due + rng.random() * jitter)
             delay = max(due, stall_until) - time.monotonic()
             if delay > 0:
-                await asyncio.sleep(delay)
+                await s.sleep(delay)
             if item_id in s.cut_items:
                 break  # the client cut this item (barge-in): stop sending it
             if barge and i * FRAME_MS / 1000 >= barge:

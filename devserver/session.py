@@ -154,6 +154,10 @@ class Session:
         if now - self._ran_since >= YIELD_EVERY_S:
             await self.yield_to_loop()
 
+    async def sleep(self, seconds: float) -> None:
+        """A scenario's pacing (bursts, pauses, real-time audio)."""
+        await asyncio.sleep(seconds)
+
     async def yield_to_loop(self) -> None:
         """Let every other ready task run once (other connections, ``/stats``)."""
         await asyncio.sleep(0)

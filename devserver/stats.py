@@ -33,6 +33,7 @@ KEEP_ERRORS = 50
 KEEP_CONTROLS = 50
 KEEP_MISSING_RESULTS = 50
 KEEP_MIC_RATES = 16
+MAX_ANSWERED_CALLS = 4096
 INLINE_JSON_BYTES = 1024  # a client value larger than this is kept as size + sha256 + preview
 PREVIEW_CHARS = 80
 ERROR_CHARS = 300
@@ -138,6 +139,9 @@ class ConnectionStats:
     errors_count: int = 0
     dropped: bool = False  # the server aborted the connection on purpose (drop_after)
     pings: int = 0  # heartbeat pings answered (pyclient.v1)
+    resumed_connections: list[int] = field(default_factory=list)  # emulations: earlier connections of the session
+    # call_id -> as_expected of every call answered (bounded): a resumed emulated session counts them again
+    answered_calls: dict[str, bool | None] = field(default_factory=dict, repr=False)
     # A resumable /ws session's links, resumes and replay buffer (devserver/resume.py).
     resume: Callable[[], dict[str, Any]] | None = field(default=None, repr=False)
     # What an emulated provider socket (devserver/emulation.py) records besides the figures above:
@@ -182,8 +186,23 @@ class ConnectionStats:
         self.controls_received_count += 1
         self.controls_received.append(summarise({"type": type, **fields}))
 
+    def count_carried_result(self, call_id: str, as_expected: bool | None) -> None:
+        """A result an earlier connection of the session received (a resumed emulation)."""
+        self.tool_results_received += 1
+        if as_expected is not None:
+            self.tool_results_as_expected += as_expected
+            self.tool_results_unexpected += not as_expected
+        self._remember_answer(call_id, as_expected)
+
+    def _remember_answer(self, call_id: str, as_expected: bool | None) -> None:
+        self.answered_calls[call_id] = as_expected
+        if len(self.answered_calls) > MAX_ANSWERED_CALLS:
+            del self.answered_calls[next(iter(self.answered_calls))]
+
     def on_tool_result(self, entry: dict[str, Any], known: bool) -> None:
         """``entry``'s client-supplied values must already be summarised."""
+        if known:
+            self._remember_answer(str(entry["call_id"]), entry.get("as_expected"))
         self.tool_results_received += 1
         self.tool_results_unknown += not known
         if "as_expected" in entry:
@@ -273,6 +292,7 @@ class ConnectionStats:
             "errors_count": self.errors_count,
             "dropped": self.dropped,
             "pings": self.pings,
+            "resumed_connections": list(self.resumed_connections),
             **({"resume": self.resume()} if self.resume is not None else {}),
             "timeline": list(self._timeline),
             **({"emulation": _plain(self.emulation)} if self.emulation is not None else {}),

@@ -65,7 +65,7 @@ from ..events import (
 from ..flow import DEFAULT_CREDIT_WINDOW, DEFAULT_RECEIVE_QUEUE_BYTES, DEFAULT_SEND_HIGH, DEFAULT_SEND_LOW
 from ..frames import DEFAULT_MAX_PAYLOAD
 from ..protocols import PROTOCOLS, Message, SessionConfig, get_codec
-from ..reconnect import DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_DELAY_S, RETRY, ReconnectPolicy
+from ..reconnect import DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_DELAY_S, RETRY, ReconnectPolicy, classify
 from ..schema import spec_for
 from ..tools import DEFAULT_OPEN_CALL_TIMEOUT, ToolExecutor, ToolOutcome, ToolRegistry
 from .approval import ApprovalDialog
@@ -229,6 +229,11 @@ class Client:
         self.reconnect = reconnect
         self.policy = ReconnectPolicy(max_attempts=reconnect_attempts, max_delay=reconnect_max_delay)
         self.resumes = 0
+        self.rolled_back_turns = 0  # turns taken back after a loss (the server sends them again)
+        self._go_away = False  # the server announced the end of this connection (Gemini)
+        self._switching = False  # the client closed it to resume on a new one
+        self.discarded_after_switch = 0  # messages that arrived after that point (sent again)
+        self._url_arg: str | None = None
         self._lost_at: float | None = None
         self._protocols: list[str] = []
         self._answered: dict[str, ToolOutcome] = {}  # call_id -> outcome sent (bounded)
@@ -359,10 +364,12 @@ class Client:
         if self.state != "idle":
             raise UsageError(f"connect() on a client in state {self.state!r}; make a new Client")
         self.state = "connecting"
+        self._url_arg = url
+        if token is not None:
+            self._token = token
         try:
-            token, url = await self._resolve_token(token if token is not None else self._token, url)
-            base = absolute_ws_url(url) if url else ""
-            self.url = self.codec.url(base, token=token, model=self.session_config["model"])
+            token, url = await self._resolve_token(self._token, url)
+            self.url = self._socket_url(token, url)
             self.transport_name = choose_transport(self.transport_preference)
             if protocols is None:
                 # Credit is offered on every transport where the protocol has it, and the
@@ -426,6 +433,11 @@ class Client:
         else:
             self._spawn(self._watch_setup())
         return opening
+
+    def _socket_url(self, token: str | None, url: str | None) -> str:
+        """The protocol's socket URL for ``url`` (relative to the page, or the provider's
+        default when None) with its credential."""
+        return self.codec.url(absolute_ws_url(url) if url else "", token=token, model=self.session_config["model"])
 
     async def _resolve_token(self, token: Any, url: str | None) -> tuple[str | None, str | None]:
         if callable(token):
@@ -596,6 +608,11 @@ class Client:
             "reconnects": self.policy.reconnects,
             "connections": self.policy.stats()["connections"],
             "resumes": self.resumes,
+            "rolled_back": {
+                "turns": self.rolled_back_turns,
+                "chars": self.renderer.rolled_back_chars,
+                "discarded_after_switch": self.discarded_after_switch,
+            },
             "error": self.error,
             "internal_errors": list(self.internal_errors),
             "memory": memory_stats(),
@@ -623,6 +640,10 @@ class Client:
             else:
                 message = ArrayBufferSource(chunk)
                 n = len(message)
+            if self._switching:
+                # Past the handle we resume from: the new connection sends all of it again.
+                self.discarded_after_switch += 1
+                return
             self._inflight = n
             now = time.monotonic()  # no FFI: for the throughput benchmark's messages per second
             if self._first_message_at is None:
@@ -683,9 +704,16 @@ class Client:
                 self.approvals.cancel(call_id)  # waiting for a person: it leaves the queue now
                 self.cards.cancelled(call_id)  # only a card still running says so
         elif isinstance(event, (ToolCallReady, ToolCallInvalid)):
-            if event.call_id in self._tool_tasks or event.call_id in self._answered:
-                # The same id again while it runs or waits, or after it was answered: one answer.
+            if event.call_id in self._tool_tasks:
+                self.duplicate_calls += 1  # the same id again while it runs or waits: one answer
+                return
+            answered = self._answered.get(event.call_id)
+            if answered is not None:
+                # Sent again by a resumed session (the turn a lost connection cut short): it
+                # never runs twice; the server gets the same answer again.
                 self.duplicate_calls += 1
+                self.tool_results_resent += 1
+                self._spawn(self._send(lambda: self.codec.tool_result(answered)))
                 return
             self.tool_calls += 1
             request = None
@@ -808,10 +836,18 @@ class Client:
             self.session["ready"] = True
         elif isinstance(event, GoAway):
             self.session["goaway_time_left_ms"] = event.time_left_ms
+            self.session["goaways"] = self.session.get("goaways", 0) + 1
+            self._go_away = True
+            if self.reconnect and self.codec.at_turn_boundary and self.codec.resume_url(self.url or "") is not None:
+                self._switch_connection()  # between turns: switch now; else at the turn's end
         elif isinstance(event, ResumptionUpdate):
             self.session["resumable"] = event.resumable
             if event.resumable and event.handle is not None and len(event.handle) <= MAX_SERVER_FIELD_BYTES:
                 self.session["resumption_handle"] = event.handle
+            if event.resumable and event.handle is not None:
+                self.renderer.mark()  # a resumed session goes on from here
+                if self._go_away and self.reconnect:
+                    self._switch_connection()
         elif isinstance(event, SessionResumed):
             self.resumes += 1
             await self._answer_again(event.fields.get("awaiting"))
@@ -930,9 +966,8 @@ class Client:
             return False
         if getattr(self, "_setup_failed", False) or self.url is None:
             return False
-        from ..reconnect import classify
-
-        return classify(code, reason)[0] == RETRY and self.codec.resume_url(self.url) is not None
+        go_away = self._go_away or self._switching
+        return classify(code, reason, go_away=go_away)[0] == RETRY and self.codec.resume_url(self.url) is not None
 
     async def _run(self) -> None:
         while True:
@@ -970,13 +1005,15 @@ class Client:
     async def _reconnect(self, code: int | None, reason: str) -> bool:
         """The socket was lost mid-session: open another that resumes it. Returns False when
         the policy gives up or the page closed meanwhile (then the session ends)."""
-        self.policy.closed(code, reason)
+        go_away = self._go_away or self._switching
+        self.policy.closed(code, reason, go_away=go_away)
         self.state = "reconnecting"
         self._ready.clear()  # sends wait for the next socket: nothing goes into a dead one
         self._lost_at = time.monotonic()
         self.mic.paused = True
+        await self._take_back_lost_turn()
         while True:
-            delay = self.policy.next_delay()
+            delay = self.policy.next_delay(immediate=go_away and self.policy.attempts == 0)
             if delay is None:
                 why = f"gave up reconnecting after {self.policy.max_attempts} attempts"
                 self._gave_up = (code, f"connection lost ({'code ' + str(code) if code else 'no code'}); {why}")
@@ -986,19 +1023,23 @@ class Client:
             if self.state != "reconnecting":
                 self._gave_up = (1000, "client closed while reconnecting")  # the page closed it meanwhile
                 return False
-            url = self.codec.resume_url(self.url)
             try:
-                if self._token is not None:  # asked again for every socket: tokens are short-lived
-                    token, _ = await self._resolve_token(self._token, None)
-                    self._protocols = self.conn.subprotocols(token)
+                # The token provider is asked again for every socket: tokens are single-use or short-lived.
+                token, url = await self._resolve_token(self._token, self._url_arg)
+                self.url = self._socket_url(token, url)
+                self._protocols = self.conn.subprotocols(token)
+                resume_url = self.codec.resume_url(self.url)
+                if resume_url is None:
+                    raise TransportError("the session can no longer be resumed")
                 self.transport.dispose()
-                await self._open_socket(url)
+                await self._open_socket(resume_url)
             except Exception as exc:
                 code, reason = None, f"could not open: {exc}"
                 self.policy.closed(code, reason)
                 continue
             break
         self.conn = Connection(self.codec, credit=self._credit, credit_window=self._options["credit_window"])
+        self._go_away = self._switching = False
         self.state = "open"
         self.mic.paused = False
         self._notify(Reconnected(self.policy.reconnects, round(time.monotonic() - self._lost_at, 3)))
@@ -1013,6 +1054,31 @@ class Client:
             await self._send(lambda: opening, opening=True)
         except PyclientError as exc:
             self._remember(self.internal_errors, f"opening messages not sent: {exc}")
+
+    async def _take_back_lost_turn(self) -> None:
+        """A protocol that resumes at a turn boundary (Gemini) sends the turn the loss cut
+        short again from its start: its text goes from the transcript and its queued audio
+        from the ring, so nothing is shown or heard twice. (pyclient.v1 replays exactly what
+        was not consumed: nothing to take back.)"""
+        cut_short = not self.codec.at_turn_boundary
+        self.codec.link_lost()
+        if self.codec.resumes_exactly or not cut_short:
+            return  # between turns (a goAway switch): queued audio of finished turns plays on
+        taken = self.renderer.rollback()
+        if taken:
+            self.rolled_back_turns += 1
+        if taken < 0:
+            self._remember(self.internal_errors, "a turn cut by a lost connection could not be taken back")
+        if self.audio is not None:
+            await self.audio.finish_interrupt(self.audio.request_interrupt(None, "reconnect"))
+
+    def _switch_connection(self) -> None:
+        """After goAway, at a turn boundary: close this socket to resume on a new one (Gemini
+        refuses a resume while the old socket is still open)."""
+        if self._switching or self.state != "open" or self.transport is None:
+            return
+        self._switching = True
+        self.transport.close(1000, "goAway: resuming on a new connection")
 
     def _notify(self, event: Event) -> None:
         """An event of the client's own (reconnects): listeners only, no sink."""

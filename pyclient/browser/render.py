@@ -14,6 +14,7 @@ import js
 from .jsutil import ProxyOwner
 
 DEFAULT_MAX_PENDING_CHARS = 64 * 1024
+MAX_NODES_SINCE_MARK = 4096  # text nodes a rollback can take back; past it the mark is lost
 FALLBACK_FLUSH_MS = 100  # requestAnimationFrame does not run in hidden tabs
 DEFAULT_MAX_TOOL_CARDS = 100
 MAX_RESULT_PREVIEW_CHARS = 4000  # a card shows the start of a large result
@@ -55,6 +56,36 @@ class TokenRenderer:
         self._flush_proxy = self._owner.proxy(self._flush)
         self._raf_id: Any = None
         self._timer_id: Any = None
+        self._mark: int | None = 0  # where a rollback returns to (None: too far back to return)
+        self._since_mark: list[tuple[Any, int]] = []  # (text node, chars) appended since the mark
+        self.rolled_back_chars = 0
+
+    @property
+    def total_chars(self) -> int:
+        """Characters written so far: rendered plus waiting to be painted."""
+        return self.chars_rendered + self.pending_chars
+
+    def mark(self) -> None:
+        """Remember this point: ``rollback()`` returns the transcript to it."""
+        self.flush_now()
+        self._mark = self.chars_rendered
+        self._since_mark.clear()
+
+    def rollback(self) -> int:
+        """Take back the text written since ``mark()`` (a turn a server will send again after a
+        reconnect); returns how many characters went, or -1 if the mark was lost (more than
+        ``MAX_NODES_SINCE_MARK`` paints ago), when nothing is taken back."""
+        self.flush_now()
+        if self._mark is None:
+            return -1
+        removed = 0
+        for node, n in reversed(self._since_mark):
+            node.remove()
+            removed += n
+        self._since_mark.clear()
+        self.chars_rendered -= removed
+        self.rolled_back_chars += removed
+        return removed
 
     async def write(self, text: str) -> None:
         while self.pending_chars >= self.max_pending_chars:
@@ -86,7 +117,14 @@ class TokenRenderer:
         text = "".join(self._pending)
         self._pending.clear()
         if self.element is not None:
-            self.element.appendChild(js.document.createTextNode(text))
+            node = js.document.createTextNode(text)
+            self.element.appendChild(node)
+            if self._mark is not None:
+                if len(self._since_mark) < MAX_NODES_SINCE_MARK:
+                    self._since_mark.append((node, len(text)))
+                else:  # too much to keep track of: this turn can no longer be taken back
+                    self._mark = None
+                    self._since_mark.clear()
         self.chars_rendered += len(text)
         self.pending_chars = 0
         self.pending_bytes = 0

@@ -126,9 +126,23 @@ class Codec(ABC):
         """At the end of the stream: events still held back (text cut inside a character)."""
         return []
 
+    # After a loss: True if the session goes on exactly where the client stopped reading
+    # (pyclient.v1 replays); False if it goes on from the last turn boundary (Gemini).
+    resumes_exactly: ClassVar[bool] = False
+
     def resume_url(self, url: str) -> str | None:
         """After a lost socket: the URL that continues this session on a new one, or None when
         the session cannot continue (the protocol or the server offers no resume)."""
+        return None
+
+    @property
+    def at_turn_boundary(self) -> bool:
+        """No model turn is in progress (switching connections now loses nothing)."""
+        return True
+
+    def link_lost(self) -> None:
+        """The connection carrying the session was lost (a new one will follow): forget what
+        belonged to it alone."""
         return None
 
     # -------------------------------------------------------------- sending

@@ -243,6 +243,7 @@ class GeminiLiveCodec(Codec):
         self._goaway_ms: int | None = None
         self._latest_handle: str | None = None
         self._resumable: bool | None = None
+        self._in_turn = False  # model content arrived since the last turnComplete
 
     # ------------------------------------------------------------------ connecting
 
@@ -289,7 +290,9 @@ class GeminiLiveCodec(Codec):
         setup["inputAudioTranscription"] = {}
         if self.audio_output:
             setup["outputAudioTranscription"] = {}
-        setup["sessionResumption"] = {"handle": self.resume_handle} if self.resume_handle else {}
+        # A new connection of the same session resumes with the latest resumable handle.
+        handle = self._latest_handle or self.resume_handle
+        setup["sessionResumption"] = {"handle": handle} if handle else {}
         if self.context_window_compression is not None:
             setup["contextWindowCompression"] = self.context_window_compression
         return [_message({"setup": setup})]
@@ -297,6 +300,26 @@ class GeminiLiveCodec(Codec):
     @property
     def ready(self) -> bool:
         return self._ready
+
+    def resume_url(self, url: str) -> str | None:
+        """The session resumes on ``url`` with the latest resumable handle (sent in ``setup``);
+        None before the server gave one."""
+        return url if (self._latest_handle or self.resume_handle) else None
+
+    @property
+    def at_turn_boundary(self) -> bool:
+        """No model turn is in progress: switching connections now loses nothing."""
+        return not self._in_turn
+
+    def link_lost(self) -> None:
+        """The connection was lost: a turn in progress will be sent again from its start on the
+        next connection (Gemini resumes at the latest handle, a turn boundary): it is a new
+        audio item, and its text source is chosen afresh."""
+        if self._in_turn or self._item_samples:
+            self._item += 1
+        self._item_samples = 0
+        self._text_source = None
+        self._in_turn = False
 
     @property
     def resumption_handle(self) -> str | None:
@@ -380,6 +403,8 @@ class GeminiLiveCodec(Codec):
 
     def _on_server_content(self, content: dict[str, Any]) -> list[Event]:
         out: list[Event] = []
+        if "modelTurn" in content or "outputTranscription" in content:
+            self._in_turn = True
         turn = content.get("modelTurn")
         parts = turn.get("parts") if isinstance(turn, dict) else None
         for part in parts if isinstance(parts, list) else ():
@@ -412,6 +437,7 @@ class GeminiLiveCodec(Codec):
                 self._item_samples = 0
             self._turns += 1
             self._text_source = None
+            self._in_turn = False
             fields: dict[str, Any] = {"turn": self._turns}
             for key in ("turnCompleteReason", "waitingForInput"):
                 if key in content:
@@ -460,6 +486,7 @@ class GeminiLiveCodec(Codec):
         return [TextDelta(text)] if text else []
 
     def _on_tool_call(self, value: dict[str, Any]) -> list[Event]:
+        self._in_turn = True
         calls = value.get("functionCalls")
         out: list[Event] = []
         for call in calls if isinstance(calls, list) else ():

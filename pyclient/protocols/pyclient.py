@@ -39,6 +39,7 @@ class PyclientCodec(Codec):
         credit=True, sequence_numbers=True, streamed_tool_arguments=True, truncate=True, resume=True, end_marker=True
     )
     input_audio_rate = None  # any rate: AUDIO frames carry theirs
+    resumes_exactly = True  # the server replays every frame after the last one consumed
 
     def __init__(
         self, max_payload: int = DEFAULT_MAX_PAYLOAD, open_call_timeout: float = DEFAULT_OPEN_CALL_TIMEOUT

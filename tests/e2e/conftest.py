@@ -21,7 +21,9 @@ SESSION_TIMEOUT_MS = 90_000
 
 @pytest.fixture(scope="session")
 def server() -> Iterator[Server]:
-    srv = start_server()
+    # Every test mints tokens from the one server (reconnects mint one per socket): the
+    # per-address limit is raised so the suite's pace never meets it (tests/unit checks the 429).
+    srv = start_server("--session-rate", "1000")
     yield srv
     srv.stop()
 

@@ -384,3 +384,59 @@ def test_resuming_needs_the_old_socket_closed_and_uses_no_token() -> None:
     while_open, first, st = with_app(test)
     assert while_open.data == 1011
     assert first == {"setupComplete": {}} and st["emulation"]["resumed_from"] == 1
+
+
+def _texts(messages: list[dict[str, Any]]) -> str:
+    parts = [m["serverContent"]["modelTurn"]["parts"] for m in messages if "modelTurn" in m.get("serverContent", {})]
+    return "".join(p["text"] for ps in parts for p in ps if "text" in p)
+
+
+async def _answer_calls(ws, messages: list[dict[str, Any]]) -> None:
+    for m in messages:
+        for call in m.get("toolCall", {}).get("functionCalls", []):
+            expr = call["args"].get("expression")
+            output = eval(expr, {"__builtins__": {}}) if expr else "2026-11-26T12:00:00Z"  # test input
+            answer = {"id": call["id"], "name": call["name"], "response": {"output": output}}
+            await ws.send_str(json.dumps({"toolResponse": {"functionResponses": [answer]}}))
+
+
+def test_a_resumed_session_goes_on_after_the_turns_its_handle_covers() -> None:
+    """The resumed connection skips the turns the handle covers (not sent, but accounted): its
+    /stats cover the whole session's text and tool calls."""
+    query = "scenario=chat&turns=2&tokens=20&burst=0&pause=0"
+
+    async def test(app, client):
+        first = await client.ws_connect(f"{CONSTRAINED}?access_token={token(app)}&{query}")
+        await first.send_str(json.dumps({"setup": {"model": "models/x", "sessionResumption": {}}}))
+        turn1 = await raw_messages(first, "toolCall")
+        await _answer_calls(first, turn1)
+        turn1 += await raw_messages(first, "turnComplete")
+        update = (await raw_messages(first, "sessionResumptionUpdate"))[-1]["sessionResumptionUpdate"]
+        await first.close()
+        await closed_stats(client, 1)
+        second = await client.ws_connect(f"{CONSTRAINED}?access_token={token(app)}&{query}&hangup=0.05")
+        resume = {"setup": {"model": "models/x", "sessionResumption": {"handle": update["newHandle"]}}}
+        await second.send_str(json.dumps(resume))
+        turn2 = await raw_messages(second, "toolCall")
+        await _answer_calls(second, turn2)
+        turn2 += await raw_messages(second, "turnComplete")
+        await second.close()
+        st = await closed_stats(client, 2)
+        whole = await client.ws_connect(f"{CONSTRAINED}?access_token={token(app)}&{query}")
+        await whole.send_str(json.dumps({"setup": {"model": "models/x"}}))
+        ref = await raw_messages(whole, "toolCall")
+        await _answer_calls(whole, ref)
+        ref += await raw_messages(whole, "toolCall")
+        await whole.close()
+        return _texts(turn1), _texts(turn2), st, ref
+
+    text1, text2, st, ref = with_app(test)
+    assert update_ok(st) and text1 and text2 and not text2.startswith(text1)
+    assert st["emulation"]["skipped_turns"] == 1 and st["resumed_connections"] == [1]
+    assert st["text_sha256"] == sha(text1 + text2), "the resumed connection's stats cover the session"
+    assert st["tool_calls_sent"] == 2 and st["tool_results_as_expected"] == 2, st["tool_results"]
+    assert _texts(ref).startswith(text1 + text2[:10])  # the same session on one connection
+
+
+def update_ok(st: dict[str, Any]) -> bool:
+    return st["errors"] == [] and st["emulation"]["resumed_from"] == 1
