@@ -155,6 +155,9 @@ class EmulationContext:
     # key of the provider's shape (sk-..., AIza...), a set only those.
     provider_keys: Mapping[str, frozenset[str]] | None = None
     handles: HandleStore = field(default_factory=HandleStore)
+    # OpenAI: the assistant items each connection produced, by id -> the turns they close (a new
+    # session that replays them goes on after those turns)
+    replay_points: HandleStore = field(default_factory=HandleStore)
     linger_s: float = LINGER_S
 
     def key_ok(self, provider: str, key: str, shape: Callable[[str], bool]) -> bool:
@@ -288,6 +291,7 @@ class EmulatedSession(Session):
         self._mic_last = 0.0
         self.client_types = Counter()
         self.skip_turns = 0  # a resumed session: turns its earlier connections delivered
+        self.client_close_reason: str | None = None
         self.carried: dict[str, bool | None] = {}  # calls answered on those connections
         self.turns_skipped = 0
         self.rec: dict[str, Any] = {
@@ -616,6 +620,8 @@ class EmulatedSession(Session):
                 await self._reading.wait()
                 msg = await self.ws.receive()
                 if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                    if msg.type == WSMsgType.CLOSE and isinstance(msg.extra, str):
+                        self.client_close_reason = msg.extra[:CLOSE_REASON_BYTES]
                     break
                 if msg.type == WSMsgType.ERROR:
                     self.stats.error(f"socket error: {self.ws.exception()!r}")
@@ -650,7 +656,11 @@ class EmulatedSession(Session):
         if self._pending and not self.stats.tool_results_missing_count:
             missing = [{"call_id": call_id, "name": p["name"]} for call_id, p in self._pending.items()]
             self.stats.on_missing_results(missing, 0.0)
-            self.stats.error(f"{len(missing)} tool result(s) never arrived (the connection ended first)")
+            if self.stats.dropped or self.closed_as_told():
+                # The session goes on on another connection, which asks for these again.
+                self.rec["unanswered_at_end"] = len(missing)
+            else:
+                self.stats.error(f"{len(missing)} tool result(s) never arrived (the connection ended first)")
 
     def client_error(self, message: str) -> None:
         """A client mistake: recorded in /stats ``errors``."""

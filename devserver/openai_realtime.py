@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import hashlib
 import json
 import re
 import secrets
@@ -67,7 +68,7 @@ from typing import Any, ClassVar
 from aiohttp import web
 
 from pyclient.frames import decode_json
-from pyclient.protocols.openai_realtime import DEFAULT_MODEL, KEY_SUBPROTOCOL_PREFIX, SUBPROTOCOL
+from pyclient.protocols.openai_realtime import DEFAULT_MODEL, KEY_SUBPROTOCOL_PREFIX, RENEW_REASON, SUBPROTOCOL
 
 from .emulation import (
     EMULATION,
@@ -236,6 +237,10 @@ class OpenAIRealtimeSession(EmulatedSession):
         self.user_item: str | None = None  # the user turn the VAD is in
         self.buffered = 0  # input audio samples since the last commit/clear
         self.session_updates = 0
+        self.turns = 0
+        self.turn_call_count = 0
+        self.session_root = self.stats.id  # the conversation's first session (new sessions keep it)
+        self.replayed_from: tuple[int, int, int] | None = None  # (session, turns, root) a replay continues
         self.vad = EnergyVad(RATE, self.vad_threshold)
         self.rec.update(
             {
@@ -249,6 +254,7 @@ class OpenAIRealtimeSession(EmulatedSession):
                 "truncates_ok": 0,
                 "truncates_bad": 0,
                 "user_texts": 0,
+                "replayed_assistant_items": 0,
             }
         )
 
@@ -310,6 +316,28 @@ class OpenAIRealtimeSession(EmulatedSession):
         if not await self.wait_until(lambda: self.session_updates > 0, OPEN_WAIT_S):
             self.check_open()
             self.client_error(f"no session.update within {OPEN_WAIT_S:g} s of session.created")
+        if self.replayed_from is not None:  # the conversation replayed before session.update
+            issuer, turns, root = self.replayed_from
+            self.session_root = root
+            self.resume_from(issuer, turns)
+
+    def _note_replayed(self, item_id: Any) -> None:
+        """An assistant item replayed into this new session: if one of ours, the conversation
+        goes on after the turn it closed (the latest such turn wins)."""
+        self.rec["replayed_assistant_items"] += 1
+        if not isinstance(item_id, str) or self.session_updates:
+            return
+        issuer = self.ctx.replay_points.find(item_id)
+        if issuer is None:
+            return
+        turns, root = self.ctx.replay_points.turns(item_id)
+        if self.replayed_from is None or turns > self.replayed_from[1]:
+            self.replayed_from = (issuer, turns, root)
+
+    def closed_as_told(self) -> bool:
+        """The client closed to renew the session before the limit, or after session_expired."""
+        told = self.rec.get("session_expired") or self.client_close_reason == RENEW_REASON
+        return bool(told) and self.closed.is_set()
 
     async def scenario_error(self, code: str, message: str) -> None:
         async with self.lock:
@@ -685,7 +713,7 @@ class OpenAIRealtimeSession(EmulatedSession):
                 return None
             if self.item is not None:
                 await self._close_item()
-            call_id = "call_" + secrets.token_hex(8)
+            call_id = self.call_id_for(name)
             item_id = self._id("item")
             output_index = len(resp.output)
             self.expect_result(call_id, name, expect)
@@ -746,13 +774,32 @@ class OpenAIRealtimeSession(EmulatedSession):
             await self.emit({"type": "conversation.item.done", "event_id": self._id("event"), "item": done})
         return call_id
 
+    def call_id_for(self, name: str) -> str:
+        # The same call of the same turn has the same id in every session of a conversation (a
+        # new session sends the turn the old one cut short again; the client answers it once).
+        self.turn_call_count += 1
+        key = f"{self.session_root}:{self.turns}:{self.turn_call_count}:{name}".encode()
+        return "call_" + hashlib.sha256(key).hexdigest()[:16]
+
     async def control(self, type: str, **fields: Any) -> None:
+        if self.skipping:  # a turn an earlier session of the conversation delivered
+            if type == "end_of_turn":
+                self.skipped_turn()
+                self.turns += 1
+                self.turn_call_count = 0
+            return
         if type == "end_of_turn":
             async with self.lock:
-                if self.response is not None and not self.response.done:
+                resp = self.response
+                if resp is not None and not resp.done:
                     await self._finish_response("completed")
                 self.response = None
                 self.dropping = False
+                self.turns += 1
+                self.turn_call_count = 0
+                for out in resp.output if resp is not None else ():
+                    if out.get("type") == "message":  # replayed in a new session: go on after this turn
+                        self.ctx.replay_points.issue(out["id"], self.stats.id, self.turns, self.session_root)
         elif type == "interrupted":  # scripted barge-in: the emulated user speaks for a moment
             async with self.lock:
                 start = self.mic_ms()
@@ -913,8 +960,11 @@ class OpenAIRealtimeSession(EmulatedSession):
                 ok, result, error = True, output, None  # plain text output
             self.tool_result(call_id, ok, result, error)
         elif kind == "message":
-            self.rec["user_texts"] += 1
-            self.remember("user_messages", summarise(item.get("content")))
+            if item.get("role") == "assistant":
+                self._note_replayed(item.get("id"))
+            else:
+                self.rec["user_texts"] += 1
+                self.remember("user_messages", summarise(item.get("content")))
         elif kind != "function_call":
             await self._reject(
                 event, "invalid_value", f"Invalid value: {clip(str(kind), 40)!r} for 'item.type'", "item.type"

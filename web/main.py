@@ -15,8 +15,9 @@ watermarks), ``tool_call_timeout`` (s a streamed tool call may stay unfinished),
 than ``/ws``), ``approve`` (demo tools that wait for the user's approval, comma-separated:
 ``approve=calculator``), ``approval_timeout`` (s before an undecided call is denied),
 ``max_pending_approvals``, ``reconnect=0`` (a lost connection ends the session instead of
-resuming it), ``autostart=1`` to connect on load. Every other parameter (turns, seconds, mb,
-credit, ...) is passed on to the socket.
+resuming it), ``renew_s`` (move the session to a new connection after this many seconds, at a
+turn boundary; OpenAI's default is 55 minutes), ``autostart=1`` to connect on load. Every
+other parameter (turns, seconds, mb, credit, ...) is passed on to the socket.
 """
 
 import asyncio
@@ -50,6 +51,7 @@ PAGE_PARAMS = (
     "approval_timeout",
     "max_pending_approvals",
     "reconnect",
+    "renew_s",
 )
 MAX_TIMELINE_ENTRIES = 50
 THROTTLED_SPEED = 0.25
@@ -143,6 +145,8 @@ async def connect():
     options = {}
     if param("reconnect") == "0":
         options["reconnect"] = False
+    if param("renew_s"):
+        options["session_renew_s"] = float(param("renew_s"))
     if param("queue_kb"):
         options["receive_queue_bytes"] = int(param("queue_kb")) * 1024
     if param("send_high_kb"):

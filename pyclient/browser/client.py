@@ -189,6 +189,7 @@ class Client:
         reconnect: bool = True,
         reconnect_attempts: int = DEFAULT_MAX_ATTEMPTS,
         reconnect_max_delay: float = DEFAULT_MAX_DELAY_S,
+        session_renew_s: float | None = -1.0,
     ) -> None:
         if protocol not in PROTOCOLS:
             raise UsageError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
@@ -227,6 +228,10 @@ class Client:
         self.conn = Connection(self.codec, credit=self._credit, credit_window=credit_window)
         # Lost connections: the policy decides whether and when to try again (pyclient/reconnect.py).
         self.reconnect = reconnect
+        # The protocol's own session limit unless the page sets one (None: never renew).
+        self.session_renew_s = self.codec.session_renew_s if session_renew_s == -1.0 else session_renew_s
+        self._renew_timer: asyncio.TimerHandle | None = None
+        self.renewals = 0
         self.policy = ReconnectPolicy(max_attempts=reconnect_attempts, max_delay=reconnect_max_delay)
         self.resumes = 0
         self.rolled_back_turns = 0  # turns taken back after a loss (the server sends them again)
@@ -407,6 +412,18 @@ class Client:
         # connection that will be resumed keeps them: the same session answers them.)
         transport.closed.add_done_callback(self._socket_closed)
         self.policy.opened()
+        if self._renew_timer is not None:
+            self._renew_timer.cancel()
+        if self.session_renew_s and self.reconnect:
+            self._renew_timer = asyncio.get_event_loop().call_later(self.session_renew_s, self._renew_due)
+
+    def _renew_due(self) -> None:
+        """The session nears the protocol's maximum duration: move it to a new connection at
+        the next turn boundary (OpenAI: a new session, the conversation replayed as text)."""
+        self.renewals += 1
+        self._go_away = True
+        if self.codec.at_turn_boundary:
+            self._switch_connection()
 
     def _socket_closed(self, closed: asyncio.Future) -> None:
         code, reason = closed.result() if not closed.cancelled() else (None, "")
@@ -608,6 +625,7 @@ class Client:
             "reconnects": self.policy.reconnects,
             "connections": self.policy.stats()["connections"],
             "resumes": self.resumes,
+            "renewals": self.renewals,
             "rolled_back": {
                 "turns": self.rolled_back_turns,
                 "chars": self.renderer.rolled_back_chars,
@@ -683,6 +701,10 @@ class Client:
             await self._on_tool_event(event)
         else:
             await self._on_control(event)
+            if self.codec.is_resume_point(event):
+                self.renderer.mark()  # a session resumed after a loss goes on from here
+                if self._go_away and self.reconnect:
+                    self._switch_connection()  # announced end (goAway, renewal): switch now
         for listener in self._listeners:
             try:
                 listener(event)
@@ -820,6 +842,8 @@ class Client:
             await self._on_interrupted(event)
         elif isinstance(event, ServerError):
             self._remember(self.server_errors, {"code": event.code, "message": event.message})
+            if event.code == "session_expired":  # OpenAI's limit: the close that follows is not final
+                self._go_away = True
         elif isinstance(event, StreamDone):
             # The client closes, not the server (docs/PROTOCOL.md, "Ending a session"):
             # Chromium's WebSocketStream drops unread messages when the server closes first.
@@ -844,10 +868,7 @@ class Client:
             self.session["resumable"] = event.resumable
             if event.resumable and event.handle is not None and len(event.handle) <= MAX_SERVER_FIELD_BYTES:
                 self.session["resumption_handle"] = event.handle
-            if event.resumable and event.handle is not None:
-                self.renderer.mark()  # a resumed session goes on from here
-                if self._go_away and self.reconnect:
-                    self._switch_connection()
+
         elif isinstance(event, SessionResumed):
             self.resumes += 1
             await self._answer_again(event.fields.get("awaiting"))
@@ -1078,7 +1099,7 @@ class Client:
         if self._switching or self.state != "open" or self.transport is None:
             return
         self._switching = True
-        self.transport.close(1000, "goAway: resuming on a new connection")
+        self.transport.close(1000, self.codec.switch_reason)
 
     def _notify(self, event: Event) -> None:
         """An event of the client's own (reconnects): listeners only, no sink."""
@@ -1092,6 +1113,8 @@ class Client:
         """End the session with the connection core's verdict (``closed`` or ``error``)."""
         if self._closed.done():
             return
+        if self._renew_timer is not None:
+            self._renew_timer.cancel()
         self.close_info = info
         error = self.conn.verdict(info["code"], info["reason"], error=error, unsent=self._unsent)
         if error is None:

@@ -30,7 +30,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..events import Event
+from ..events import Event, TurnEnded
 from ..frames import ByteSource
 from ..playback import PlaybackPosition
 from ..tools import ToolOutcome
@@ -129,6 +129,16 @@ class Codec(ABC):
     # After a loss: True if the session goes on exactly where the client stopped reading
     # (pyclient.v1 replays); False if it goes on from the last turn boundary (Gemini).
     resumes_exactly: ClassVar[bool] = False
+    # Seconds after which the client moves the session to a new connection on its own, at a
+    # turn boundary (OpenAI ends sessions at 60 minutes); None: the server says when (goAway).
+    session_renew_s: ClassVar[float | None] = None
+    # The close reason when the client leaves a connection to go on on a new one.
+    switch_reason: ClassVar[str] = "goAway: resuming on a new connection"
+
+    def is_resume_point(self, event: Event) -> bool:
+        """Whether a session resumed after a loss would go on from right after ``event`` (the
+        client marks the transcript there: a later loss takes back what followed)."""
+        return isinstance(event, TurnEnded)
 
     def resume_url(self, url: str) -> str | None:
         """After a lost socket: the URL that continues this session on a new one, or None when

@@ -306,6 +306,10 @@ class GeminiLiveCodec(Codec):
         None before the server gave one."""
         return url if (self._latest_handle or self.resume_handle) else None
 
+    def is_resume_point(self, event: Event) -> bool:
+        """Gemini resumes from its latest resumable handle, sent after a turn completes."""
+        return isinstance(event, ResumptionUpdate) and event.resumable and event.handle is not None
+
     @property
     def at_turn_boundary(self) -> bool:
         """No model turn is in progress: switching connections now loses nothing."""

@@ -66,6 +66,7 @@ Memory bounds: audio items, text items, tool calls and responses tracked are eac
 from __future__ import annotations
 
 import re
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -113,6 +114,13 @@ KEY_SUBPROTOCOL_PREFIX = "openai-insecure-api-key."
 EPHEMERAL_KEY_PREFIX = "ek_"
 DEFAULT_MAX_TRACKED = 256  # audio items, text items, tool calls, responses remembered
 DROPPABLE_SCAN_CHARS = 160
+# The conversation kept for a new session (replayed as text items): bounded in items and chars.
+MAX_HISTORY_ITEMS = 100
+MAX_HISTORY_CHARS = 64 * 1024
+MAX_HISTORY_ITEM_CHARS = 16 * 1024
+MAX_ITEM_ID_CHARS = 32  # OpenAI's limit on a client-chosen item id
+SESSION_RENEW_S = 55 * 60  # a session ends at 60 minutes (session_expired): renew before
+RENEW_REASON = "renewing the session before its maximum duration"
 
 AUDIO_DELTA_TYPES = frozenset({"response.output_audio.delta", "response.audio.delta"})
 
@@ -193,6 +201,8 @@ class OpenAIRealtimeCodec(Codec):
 
     name: ClassVar[str] = "openai-realtime"
     capabilities: ClassVar[Capabilities] = Capabilities(streamed_tool_arguments=True, truncate=True)
+    session_renew_s: ClassVar[float | None] = SESSION_RENEW_S
+    switch_reason: ClassVar[str] = RENEW_REASON
     input_audio_rate: ClassVar[int | None] = SAMPLE_RATE
 
     def __init__(
@@ -240,6 +250,12 @@ class OpenAIRealtimeCodec(Codec):
         self._wait_for_done = False
         self._cancelled_responses = _Bounded(max_tracked)
         self._outbox: list[Message] = []
+        # The conversation so far as text, for a new session after this one ends (no resume
+        # exists): user texts and each finished response's text, bounded.
+        self._history: deque[dict[str, str]] = deque()
+        self._history_chars = 0
+        self._replies: dict[str, list[str]] = {}  # response_id -> [first message item id, text...]
+        self.replayed_items = 0
 
         self._by_type = _Counter()
         self._events = 0
@@ -314,7 +330,56 @@ class OpenAIRealtimeCodec(Codec):
                 for t in config.tools
             ]
             session["tool_choice"] = "auto"
-        return [_message({"type": "session.update", "session": session})]
+        # A new session of the same conversation: the conversation so far goes first, as text
+        # items (audio items came back empty for peers), then the session's configuration.
+        replay = [_message({"type": "conversation.item.create", "item": item}) for item in self._replay_items()]
+        self.replayed_items += len(replay)
+        return [*replay, _message({"type": "session.update", "session": session})]
+
+    def _replay_items(self) -> list[dict[str, Any]]:
+        items = []
+        for entry in self._history:
+            kind = "input_text" if entry["role"] == "user" else "output_text"
+            content = [{"type": kind, "text": entry["text"]}]
+            item: dict[str, Any] = {"type": "message", "role": entry["role"], "content": content}
+            if entry.get("id"):
+                item["id"] = entry["id"]
+            items.append(item)
+        return items
+
+    def _remember(self, role: str, text: str, item_id: str | None = None) -> None:
+        if not text:
+            return
+        entry = {"role": role, "text": text[:MAX_HISTORY_ITEM_CHARS]}
+        if item_id and len(item_id) <= MAX_ITEM_ID_CHARS:
+            entry["id"] = item_id
+        self._history.append(entry)
+        self._history_chars += len(entry["text"])
+        while len(self._history) > MAX_HISTORY_ITEMS or self._history_chars > MAX_HISTORY_CHARS:
+            self._history_chars -= len(self._history.popleft()["text"])
+
+    def resume_url(self, url: str) -> str | None:
+        """No resume exists: a lost session goes on as a new session on the same URL, with the
+        conversation replayed as text (``start``)."""
+        return url
+
+    @property
+    def at_turn_boundary(self) -> bool:
+        return not self._active
+
+    def link_lost(self) -> None:
+        """The session is gone: what the server tracked of it (responses in flight, open calls,
+        the one-response rule) starts afresh with the next session; the conversation stays."""
+        self._active.clear()
+        self._replies.clear()
+        self._calls.clear()
+        self._call_by_item.clear()
+        self._closed_calls = _Bounded(self._max_tracked)
+        self._cancelled_calls = _Bounded(self._max_tracked)
+        self._responses = _Bounded(self._max_tracked)
+        self._create_event_id = None
+        self._want_create = self._wait_for_done = self._create_retried = False
+        self._outbox.clear()
 
     # ------------------------------------------------------------------ receiving
 
@@ -421,6 +486,9 @@ class OpenAIRealtimeCodec(Codec):
             out.append(ToolCallCancelled(withdrawn))
         self._active.pop(rid, None)
         self._wait_for_done = False
+        reply = self._replies.pop(rid, None)
+        if reply is not None:
+            self._remember("assistant", "".join(reply[1:]), reply[0])
         state = self._responses.get(rid)
         if state is None:
             state = self._responses[rid] = _Response()
@@ -531,7 +599,21 @@ class OpenAIRealtimeCodec(Codec):
         item_id = event.get("item_id")
         if isinstance(item_id, str):
             self._text_items[item_id] = True
+        self._note_reply(event, delta)
         return [TextDelta(delta)] if delta else []
+
+    def _note_reply(self, event: dict[str, Any], text: str) -> None:
+        """Keep the text a response rendered (the conversation to replay in a new session)."""
+        rid, item_id = event.get("response_id"), event.get("item_id")
+        if not isinstance(rid, str) or not text:
+            return
+        reply = self._replies.get(rid)
+        if reply is None:
+            if len(self._replies) >= self._max_tracked:
+                return
+            reply = self._replies[rid] = [item_id if isinstance(item_id, str) else ""]
+        if sum(map(len, reply)) < MAX_HISTORY_ITEM_CHARS:
+            reply.append(text)
 
     def _text_done(self, event: dict[str, Any], from_audio: bool, key: str) -> list[Event]:
         full = event.get(key)
@@ -542,6 +624,7 @@ class OpenAIRealtimeCodec(Codec):
             if item_id in self._text_items:
                 return []
             self._text_items[item_id] = True
+        self._note_reply(event, full)
         return [TextDelta(full)]
 
     def _on_transcript_delta(self, event: dict[str, Any]) -> list[Event]:
@@ -817,6 +900,7 @@ class OpenAIRealtimeCodec(Codec):
     def text(self, text: str) -> list[Message]:
         """A user ``message`` item with ``input_text``, then ``response.create`` (one in flight)."""
         item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+        self._remember("user", text)
         return [_message({"type": "conversation.item.create", "item": item}), *self._request_response()]
 
     def stats(self) -> dict[str, Any]:

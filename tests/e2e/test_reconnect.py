@@ -162,3 +162,62 @@ def test_gemini_voice_survives_go_away_with_every_sample_played(demo: Demo) -> N
     a = demo.wait_for(f"s.audio.samples_played >= {last['audio_samples_sent']}")["audio"]
     assert a["samples_played"] == last["audio_samples_sent"] and a["checksum"] == last["audio_checksum"]
     demo.watch.assert_clean()
+
+
+# ---------------------------------------------------------------- OpenAI Realtime
+
+OPENAI = {"protocol": "openai-realtime", "hangup": 0.5}
+
+
+def provider_session(demo: Demo, protocol: str) -> list[dict]:
+    """The server's records of this page's session with ``protocol``: every connection, oldest first."""
+    conns = [c for c in demo.server.stats()["connections"] if c.get("protocol") == protocol]
+    last = demo.server.wait_closed(conns[-1]["id"])
+    return [demo.server.stats(i) for i in last["resumed_connections"]] + [last]
+
+
+def assert_whole(demo: Demo, s: dict, protocol: str, turns: int) -> dict:
+    assert s["state"] == "closed" and s["error"] is None, (s["error"], s["connections"])
+    conns = provider_session(demo, protocol)
+    last = conns[-1]
+    assert len(conns) == s["reconnects"] + 1 >= 2, ([c["id"] for c in conns], s["connections"])
+    for c in conns:
+        assert all("dropped on purpose" in e for e in c["errors"]), c["errors"]
+    text = demo.transcript()
+    assert hashlib.sha256(text.encode()).hexdigest() == last["text_sha256"], "a token lost or repeated"
+    assert last["tool_calls_sent"] == turns == last["tool_results_as_expected"], last
+    assert s["tools"]["executed"] == turns, s["tools"]  # no tool ran twice
+    assert all(0 <= g < RECONNECT_WITHIN_S for g in gaps(s)), gaps(s)
+    assert s["malformed"] == 0
+    return last
+
+
+def test_openai_drop_opens_a_new_session_with_the_conversation_replayed(demo: Demo) -> None:
+    # No resume exists: the client opens a new session and replays the conversation as text
+    # items; the emulation goes on after the turns they close. The cut turn is taken back first.
+    chat = {"scenario": "chat", "turns": 3, "tokens": 80, "burst": 0.3, "pause": 0.1}
+    demo.open(**OPENAI, **chat, drop_after=150, drops=2)
+    s = demo.wait_ended()
+    last = assert_whole(demo, s, "openai-realtime", turns=3)
+    assert s["reconnects"] == 2 and last["emulation"]["replayed_assistant_items"] >= 1
+    demo.watch.forgive_socket_error("drop_after=")
+    demo.watch.assert_clean()
+
+
+def test_openai_session_expired_goes_on_in_a_new_session(demo: Demo) -> None:
+    chat = {"scenario": "chat", "turns": 3, "tokens": 60, "burst": 0.3, "pause": 0.2}
+    demo.open(**OPENAI, **chat, max_session_s=1.3)
+    s = demo.wait_ended()
+    assert_whole(demo, s, "openai-realtime", turns=3)
+    assert any(e["code"] == "session_expired" for e in s["server"]["errors"])
+    demo.watch.assert_clean()
+
+
+def test_openai_client_renews_the_session_between_turns(demo: Demo) -> None:
+    demo.open(**OPENAI, scenario="voice", seconds=0.8, items=3, renew_s=1.0)
+    s = demo.wait_ended()
+    last = assert_whole(demo, s, "openai-realtime", turns=1)
+    assert s["renewals"] >= 1 and s["rolled_back"]["turns"] == 0
+    a = demo.wait_for(f"s.audio.samples_played >= {last['audio_samples_sent']}")["audio"]
+    assert a["samples_played"] == last["audio_samples_sent"] and a["checksum"] == last["audio_checksum"]
+    demo.watch.assert_clean()
