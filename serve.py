@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 
 from aiohttp import web
@@ -63,8 +64,13 @@ async def _serve(
     for provider, base in (("openai", providers.openai_base), ("gemini", providers.gemini_base)):
         source = f"real tokens from {base}" if providers.key(provider) else "emulated tokens and socket"
         print(f"  POST /session?provider={provider}: {source}", flush=True)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        # A restart (SIGTERM) closes every /ws socket with 1012 "service restart": clients come
+        # back and resume their sessions on the next server (devserver/resume.py).
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
     finally:
         await runner.cleanup()
 

@@ -25,10 +25,17 @@ from pyclient.frames import DEFAULT_MAX_PAYLOAD
 from .emulation import EMULATION, EmulationContext, socket_handler
 from .gemini_live import GeminiLiveSession, auth_tokens
 from .openai_realtime import OpenAIRealtimeSession, client_secrets
-from .resume import DEFAULT_REPLAY_BYTES, DEFAULT_RESUME_WINDOW_S, RESUME_FAILED, ResumableSession
+from .resume import (
+    DEFAULT_REPLAY_BYTES,
+    DEFAULT_RESUME_WINDOW_S,
+    RESUME_FAILED,
+    RESUME_QUERY,
+    ResumableSession,
+    token_ok,
+)
 from .scenarios import SCENARIOS, ParamError, Params
 from .security import AccessPolicy, Handler, guard_middleware, has_dot_segment, text_error
-from .session import ClosedEarly, Session
+from .session import ClosedEarly, Session, close_first
 from .stats import StatsRegistry
 from .tokens import (
     RATE_LIMIT,
@@ -70,6 +77,8 @@ CONFIG = web.AppKey("config", ServerConfig)
 POLICY = web.AppKey("policy", AccessPolicy)
 SESSIONS = web.AppKey("sessions", weakref.WeakSet)  # the connections open right now
 RESUMABLE = web.AppKey("resumable", dict)  # resume token -> a /ws session that may resume
+ENDED = web.AppKey("ended", dict)  # tokens of /ws sessions that ended here (bounded, ordered)
+MAX_ENDED_TOKENS = 10_000
 RUNNERS = web.AppKey("runners", set)  # the /ws sessions' scenario tasks (not tied to one socket)
 WEB_ROOT = web.AppKey("web_root", Path)
 TOKENS = web.AppKey("tokens", TokenStore)  # credentials the emulated providers minted
@@ -212,6 +221,20 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
     credit = ws.ws_protocol == SUBPROTOCOL_CREDIT
     if "resume" in params:
         return await _resume(request, ws, params, credit)
+    return await _start_session(request, ws, params, credit)
+
+
+async def _start_session(
+    request: web.Request,
+    ws: web.WebSocketResponse,
+    params: dict[str, str],
+    credit: bool,
+    restore: tuple[str, int | None] | None = None,
+) -> web.WebSocketResponse:
+    """Run a session's scenario on its first socket (or, ``restore``, on the first socket after
+    a server restart: devserver/resume.py)."""
+    config = request.app[CONFIG]
+    params = {k: v for k, v in params.items() if k not in RESUME_QUERY}
     scenario = params.get("scenario", "chat")
     st = request.app[STATS].open(scenario, params, ws.ws_protocol)
     try:
@@ -219,7 +242,9 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
         replay = Params(params).num("replay_kb", DEFAULT_REPLAY_BYTES // 1024, 1, 256 * 1024, int) * 1024
     except ParamError:
         window, replay = 0.0, DEFAULT_REPLAY_BYTES  # reported by the session's run, as every bad parameter
-    session = ResumableSession(st, max_payload=config.max_payload, replay_bytes=replay, resume_window=window)
+    session = ResumableSession(
+        st, params, max_payload=config.max_payload, replay_bytes=replay, resume_window=window, restore=restore
+    )
     request.app[SESSIONS].add(session)
     link = session.attach(ws, request.transport, credit, start=0)
     if session.resumable:
@@ -234,9 +259,14 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
 async def _resume(
     request: web.Request, ws: web.WebSocketResponse, params: dict[str, str], credit: bool
 ) -> web.WebSocketResponse:
-    session = request.app[RESUMABLE].get(params["resume"])
+    token = params["resume"]
+    session = request.app[RESUMABLE].get(token)
     last = params.get("last_seq")
     last_seq = int(last) if last is not None and STATS_ID.fullmatch(last) else None
+    ended = token in request.app[ENDED]
+    if session is None and not ended and (last is None or last_seq is not None) and token_ok(token, params):
+        # Signed by this server or one before a restart: the session goes on (restored).
+        return await _start_session(request, ws, params, credit, restore=(token, last_seq))
     start = None
     if session is None or session.closed.is_set():
         why = "resume_failed: unknown or ended session"
@@ -250,8 +280,7 @@ async def _resume(
         return ws
     link = session.attach(ws, request.transport, credit, start)
     session.resumes += 1
-    fields = {"connection_id": session.stats.id, "credit": credit, "replayed": link.replayed}
-    session.post(session.seq.control("resumed", awaiting=session.awaiting(), **fields))
+    session.post(session.seq.control("resumed", **session.resumed_fields()))
     await link.finished.wait()
     return ws
 
@@ -317,6 +346,9 @@ async def _run_session(app: web.Application, session: ResumableSession, scenario
         close_reason = _close_reason(f"server bug: {type(exc).__name__} (see /stats?id={st.id})")
     finally:
         app[RESUMABLE].pop(session.token, None)
+        app[ENDED][session.token] = None  # over: never restored
+        while len(app[ENDED]) > MAX_ENDED_TOKENS:
+            del app[ENDED][next(iter(app[ENDED]))]
         st.sample()
         session.resume_reading()  # a paused receive loop must see the close
         link = session.link
@@ -339,6 +371,16 @@ async def _run_session(app: web.Application, session: ResumableSession, scenario
 
 
 async def _stop_sessions(app: web.Application) -> None:
+    """Shutting down: every /ws socket closes with 1012 (service restart: clients come back and
+    resume, devserver/resume.py), then the scenarios stop."""
+    closing = []
+    for session in list(app[RESUMABLE].values()):
+        link = session.link
+        if link is not None and not link.dead:
+            link.closing = True
+            closing.append(asyncio.ensure_future(close_first(link.ws, link.receiver, 1012, b"service restart")))
+    if closing:
+        await asyncio.wait(closing, timeout=5)
     for task in list(app[RUNNERS]):
         task.cancel()
 
@@ -377,6 +419,7 @@ def make_app(
     app[SESSIONS] = weakref.WeakSet()
     app[RESUMABLE] = {}
     app[RUNNERS] = set()
+    app[ENDED] = {}
     app.on_shutdown.append(_stop_sessions)
     app[WEB_ROOT] = web_root
     app[TOKENS] = store = TokenStore()

@@ -19,6 +19,11 @@ a socket's handler, so a lost socket does not end it::
   the client's decoder sees no gap.
 * An unknown or ended session, or a ``last_seq`` whose successors were already evicted from
   the buffer, is refused with close code ``RESUME_FAILED`` (4410) and a reason.
+* A server restart loses every session, yet the token is signed (devserver/secret.py) and
+  names the session's first connection, and the resume URL carries the scenario's parameters:
+  a restarted server *restores* the session by running its seeded scenario again, taking the
+  frames up to ``last_seq`` as delivered (accounted, not sent, not paced), and goes on live.
+  Calls sent before ``last_seq`` are listed in ``awaiting``: the client answers them again.
 * The client's tool results are idempotent by ``call_id``: the ``resumed`` frame lists the
   calls still awaiting a result (``awaiting``; a result may have died with the old socket),
   and a second result for an answered call is counted (``tool_results_duplicate``), never
@@ -43,6 +48,7 @@ from aiohttp import WSMsgType, web
 from pyclient.flow import CreditBalance
 from pyclient.frames import DEFAULT_MAX_PAYLOAD, HEADER, ControlFrame, CreditFrame
 
+from .secret import sign, verify
 from .session import YIELD_EVERY_S, ClosedEarly, Session, close_first, log
 from .stats import ConnectionStats
 
@@ -53,6 +59,22 @@ MAX_AWAITING_LISTED = 256  # call ids listed in 'resumed'
 MAX_ANSWERED_REMEMBERED = 4096  # call ids whose result arrived (duplicate detection)
 MAX_LINKS_KEPT = 20
 CLEAN_CLIENT_CLOSE = (1000, 1001)  # the client ended the session on purpose
+
+
+RESUME_QUERY = ("resume", "last_seq")
+
+
+def canonical(params: dict[str, str]) -> str:
+    """A session's scenario parameters as signed in its token (resume parameters aside)."""
+    return "&".join(f"{k}={v}" for k, v in sorted(params.items()) if k not in RESUME_QUERY)
+
+
+def token_ok(token: str, params: dict[str, str]) -> bool:
+    """Whether ``token`` is one this server (or its predecessor) gave for these parameters."""
+    parts = token.split(".")
+    if len(parts) != 3 or not parts[0].isascii() or not parts[0].isdigit() or len(parts[0]) > 12:
+        return False
+    return verify(f"{parts[0]}.{parts[1]}.{canonical(params)}", parts[2])
 
 
 class ReplayBuffer:
@@ -139,12 +161,24 @@ class ResumableSession(Session):
     def __init__(
         self,
         stats: ConnectionStats,
+        params: dict[str, str],
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         replay_bytes: int = DEFAULT_REPLAY_BYTES,
         resume_window: float = DEFAULT_RESUME_WINDOW_S,
+        restore: tuple[str, int | None] | None = None,
     ) -> None:
         super().__init__(None, stats, credit=False, transport=None, max_payload=max_payload)  # type: ignore[arg-type]
-        self.token = secrets.token_urlsafe(18)
+        if restore is None:
+            nonce = secrets.token_urlsafe(12)
+            self.root_id = stats.id
+            body = f"{self.root_id}.{nonce}"
+            self.token = f"{body}.{sign(body + '.' + canonical(params))}"
+            self.restoring: int | None = None
+        else:  # a restarted server goes on with a session its predecessor began
+            self.token, last_seq = restore
+            self.root_id = int(self.token.split(".", 1)[0])
+            self.restoring = -1 if last_seq is None else last_seq  # frames up to here: delivered
+            stats.restored_from = self.root_id
         self.replay = ReplayBuffer(replay_bytes)
         self.resume_window = resume_window
         self.link: Link | None = None
@@ -275,11 +309,23 @@ class ResumableSession(Session):
 
     # ------------------------------------------------------------------ sending
 
+    async def sleep(self, seconds: float) -> None:
+        if self.restoring is None:  # restoring: the frames were delivered before the restart
+            await asyncio.sleep(seconds)
+
     async def send(self, frame: bytes) -> None:
         """Append ``frame`` to the session's stream and wait until a link has written it."""
         if self.closed.is_set():
             raise ConnectionResetError(self.end_reason or "the session ended")
         index = self.replay.append(frame)
+        if self.restoring is not None:
+            seq = HEADER.unpack_from(frame)[4]
+            if seq <= self.restoring and self.link is not None:
+                self.link.next_index = index + 1  # the client consumed it before the restart
+                self.stats.frames_restored += 1
+                return
+            self.restoring = None  # the first frame the client has not seen: live from here
+            self.post(self.seq.control("resumed", restored=True, **self.resumed_fields()))
         await self._deliver(index + 1)
         link = self.link
         if link is not None and self.drop_after and self.drops > 0 and link.frames_sent >= self.drop_after:
@@ -402,6 +448,15 @@ class ResumableSession(Session):
             self._answered[frame.call_id] = None
             if len(self._answered) > MAX_ANSWERED_REMEMBERED:
                 del self._answered[next(iter(self._answered))]
+
+    def resumed_fields(self) -> dict[str, Any]:
+        link = self.link
+        return {
+            "connection_id": self.stats.id,
+            "credit": link is not None and link.credit is not None,
+            "replayed": link.replayed if link is not None else 0,
+            "awaiting": self.awaiting(),
+        }
 
     def awaiting(self) -> list[str]:
         """Call ids sent whose results have not arrived (bounded list)."""

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import time
-import uuid
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -102,6 +102,8 @@ class Session:
         self._mic_end = asyncio.Event()
         self._mic_rate = 0
         self._ran_since = time.monotonic()  # when this connection last gave the loop away
+        self.root_id = stats.id  # the session's first connection (a restored session keeps it)
+        self.calls_made = 0
         self.drop_after = 0  # > 0: abort the TCP connection after this many frames (a crash)
         self.close_after = 0  # > 0: close cleanly (1000) after this many frames, without 'done'
 
@@ -192,7 +194,9 @@ class Session:
 
     async def tool_call(self, name: str, arguments: dict[str, Any], expect: Any = None) -> str:
         """Stream a tool call in fragments; ``expect`` (if given) checks the result later."""
-        call_id = "call_" + uuid.uuid4().hex[:12]
+        # Stable per session (a restored session sends its calls again under the same ids).
+        self.calls_made += 1
+        call_id = "call_" + hashlib.sha256(f"{self.root_id}:{self.calls_made}".encode()).hexdigest()[:12]
         raw = json.dumps(arguments)
         step = max(1, -(-len(raw) // TOOL_ARG_FRAGMENTS))
         parts = [raw[i : i + step] for i in range(0, len(raw), step)] or [""]

@@ -139,6 +139,8 @@ class ConnectionStats:
     errors_count: int = 0
     dropped: bool = False  # the server aborted the connection on purpose (drop_after)
     pings: int = 0  # heartbeat pings answered (pyclient.v1)
+    restored_from: int | None = None  # /ws: the session (on a server before a restart) this one goes on with
+    frames_restored: int = 0  # ... and the frames of it the client had consumed
     resumed_connections: list[int] = field(default_factory=list)  # emulations: earlier connections of the session
     # call_id -> as_expected of every call answered (bounded): a resumed emulated session counts them again
     answered_calls: dict[str, bool | None] = field(default_factory=dict, repr=False)
@@ -292,6 +294,8 @@ class ConnectionStats:
             "errors_count": self.errors_count,
             "dropped": self.dropped,
             "pings": self.pings,
+            "restored_from": self.restored_from,
+            "frames_restored": self.frames_restored,
             "resumed_connections": list(self.resumed_connections),
             **({"resume": self.resume()} if self.resume is not None else {}),
             "timeline": list(self._timeline),

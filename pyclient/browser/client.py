@@ -871,6 +871,9 @@ class Client:
 
         elif isinstance(event, SessionResumed):
             self.resumes += 1
+            conn_id = event.fields.get("connection_id")
+            if isinstance(conn_id, int) and not isinstance(conn_id, bool):
+                self.server["connection_id"] = conn_id  # a restarted server gives the session a new id
             await self._answer_again(event.fields.get("awaiting"))
         elif isinstance(event, ProtocolErrorEvent):
             self._remember(self.protocol_errors, event.reason)

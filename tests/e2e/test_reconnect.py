@@ -221,3 +221,52 @@ def test_openai_client_renews_the_session_between_turns(demo: Demo) -> None:
     a = demo.wait_for(f"s.audio.samples_played >= {last['audio_samples_sent']}")["audio"]
     assert a["samples_played"] == last["audio_samples_sent"] and a["checksum"] == last["audio_checksum"]
     demo.watch.assert_clean()
+
+
+# ---------------------------------------------------------------- a server restart
+
+
+@pytest.fixture
+def restartable(page, browser_name: str):
+    """A server of this test's own (it restarts it) and the demo page on it."""
+    from devserver.harness import start_server
+
+    from .conftest import SESSION_TIMEOUT_MS, Watch
+
+    servers = [start_server("--session-rate", "1000")]
+    w = Watch(servers[0].host)
+    page.on("request", lambda r: w.requests.append(r.url))
+    page.on("websocket", lambda ws: w.requests.append(ws.url))
+    page.on("pageerror", lambda e: w.page_errors.append(str(e)))
+    page.set_default_timeout(SESSION_TIMEOUT_MS)
+    demo = Demo(page, servers[0], w)
+
+    def restart() -> None:
+        port = servers[-1].url.rstrip("/").rsplit(":", 1)[1]
+        servers[-1].stop()
+        servers.append(start_server("--session-rate", "1000", "--port", port))
+        demo.server = servers[-1]
+
+    demo.restart = restart  # type: ignore[attr-defined]
+    yield demo
+    servers[-1].stop()
+
+
+def test_pyclient_session_survives_a_server_restart(restartable: Demo) -> None:
+    # The server restarts mid-stream (SIGTERM: its sockets close with 1012). The new server
+    # restores the session from the signed resume token and the scenario's parameters: it runs
+    # the seeded scenario again, takes what the client consumed as delivered, and goes on.
+    demo = restartable
+    demo.open(scenario="chat", turns=2, tokens=400, burst=2.0, pause=0.5)
+    demo.wait_for("s.text.chars_rendered > 800 && s.tools.calls >= 1")
+    demo.restart()  # type: ignore[attr-defined]
+    s = demo.wait_ended()
+    assert s["state"] == "closed" and s["error"] is None, (s["error"], s["connections"])
+    assert s["reconnects"] >= 1 and s["connections"][0]["code"] in (1006, 1012), s["connections"]
+    server = demo.server.wait_closed(s["server"]["connection_id"])
+    assert server["restored_from"] is not None and server["frames_restored"] > 0
+    text = demo.transcript()
+    assert hashlib.sha256(text.encode()).hexdigest() == server["text_sha256"], "a token lost or repeated"
+    assert s["tools"]["executed"] == 2 == server["tool_results_as_expected"], (s["tools"], server["tool_results"])
+    demo.watch.forgive_socket_error("ws?")
+    demo.watch.assert_clean()

@@ -55,7 +55,8 @@ class ResumingClient:
         for _ in range(max_links):
             url = "/ws?" + self.query
             if self.token is not None:  # the session has begun: resume it
-                url = f"/ws?resume={self.token}" + ("" if self.last_seq is None else f"&last_seq={self.last_seq}")
+                # As the browser client does: the scenario's parameters stay (a restarted server needs them).
+                url += f"&resume={self.token}" + ("" if self.last_seq is None else f"&last_seq={self.last_seq}")
             async with self.client.ws_connect(url, protocols=("pyclient.v1",)) as ws:
                 await self._read(ws)
             self.close_codes.append(ws.close_code)
@@ -83,6 +84,7 @@ class ResumingClient:
                     self.session_id = ev.fields["connection_id"]
                 elif isinstance(ev, SessionResumed):
                     self.resumed.append(ev.fields)
+                    self.session_id = ev.fields["connection_id"]  # new after a server restart
                     for call_id in ev.fields["awaiting"]:
                         if call_id in self.results:  # its result may have died with the old socket
                             await ws.send_bytes(self.results[call_id])
@@ -249,3 +251,52 @@ def test_the_codec_builds_the_resume_url_from_the_hello_and_the_last_frame() -> 
     codec.decode(server.text(b"hi"))
     url = codec.resume_url("ws://h/ws?scenario=chat&resume=old&last_seq=0")
     assert url == "ws://h/ws?scenario=chat&resume=t-1&last_seq=1"
+
+
+def test_a_restarted_server_restores_the_session_from_its_signed_token() -> None:
+    """A new app (the server restarted: no sessions in memory) restores a session from the
+    token and the resume URL's parameters: the rest of the text, nothing repeated, and the calls
+    sent before the restart are awaited again (the client answers them once more)."""
+    from aiohttp.test_utils import TestServer
+
+    from devserver.app import make_app
+
+    async def t(client: TestClient) -> None:
+        full = await whole_session(client, CHAT)
+        c = ResumingClient(client, CHAT)
+        async with client.ws_connect("/ws?" + CHAT, protocols=("pyclient.v1",)) as ws:
+            async for msg in ws:
+                for ev in c.demux.feed_message(msg.data):
+                    if isinstance(ev, ServerHello):
+                        c.token, c.session_id = ev.fields["resume_token"], ev.fields["connection_id"]
+                    elif isinstance(ev, TextDelta):
+                        c.text += ev.text
+                    elif isinstance(ev, (ToolCallReady, ToolCallInvalid)):
+                        o = await c.executor.execute(ev)
+                        c.executions[o.call_id] = 1
+                        c.results[o.call_id] = c.seq.tool_result(o.call_id, ok=o.ok, result=o.result, error=o.error)
+                c.last_seq = c.demux.last_seq
+                if len(c.text) > len(full.text) // 2 and c.results:
+                    break
+        async with TestClient(TestServer(make_app())) as restarted:
+            c.client = restarted
+            await c.run()  # resume?token&last_seq with the scenario's parameters
+            st = await c.stats()
+        assert c.done and c.gaps == 0 and c.text == full.text
+        assert st["restored_from"] is not None and st["frames_restored"] > 0
+        assert c.resumed[0]["restored"] is True and next(iter(c.results)) in c.resumed[0]["awaiting"]
+        assert hashlib.sha256(c.text.encode()).hexdigest() == st["text_sha256"]
+        assert st["tool_results_as_expected"] == 2 and all(n == 1 for n in c.executions.values())
+
+    with_client(t)
+
+
+def test_a_forged_or_ended_token_is_not_restored() -> None:
+    async def t(client: TestClient) -> None:
+        c = await whole_session(client, CHAT)
+        for token in (c.token, "1.abc.0000000000000000000000"):
+            async with client.ws_connect(f"/ws?{CHAT}&resume={token}&last_seq=3", protocols=("pyclient.v1",)) as ws:
+                msg = await ws.receive()
+            assert msg.type == WSMsgType.CLOSE and ws.close_code == RESUME_FAILED, token
+
+    with_client(t)
