@@ -372,7 +372,8 @@ async def _run_session(app: web.Application, session: ResumableSession, scenario
 
 async def _stop_sessions(app: web.Application) -> None:
     """Shutting down: every /ws socket closes with 1012 (service restart: clients come back and
-    resume, devserver/resume.py), then the scenarios stop."""
+    resume, devserver/resume.py), then the scenarios stop; emulated provider sockets drop (1006:
+    their clients resume too, with a handle or a new session)."""
     closing = []
     for session in list(app[RESUMABLE].values()):
         link = session.link
@@ -383,6 +384,9 @@ async def _stop_sessions(app: web.Application) -> None:
         await asyncio.wait(closing, timeout=5)
     for task in list(app[RUNNERS]):
         task.cancel()
+    for session in list(app[SESSIONS]):  # the emulated providers' sockets: dropped, as in a crash
+        if not isinstance(session, ResumableSession) and session.transport is not None:
+            session.transport.abort()
 
 
 def make_app(

@@ -46,10 +46,12 @@ import array
 import asyncio
 import codecs
 import contextlib
+import hmac
 import json
 import logging
 import math
 import operator
+import secrets
 import socket
 import sys
 import time
@@ -64,6 +66,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from pyclient.frames import ToolResultFrame
 
 from .scenarios import SCENARIOS, ParamError, Params
+from .secret import sign
 from .security import AccessPolicy, text_error
 from .session import ClosedEarly, Session, close_first
 from .stats import KEEP_CONTROLS, ConnectionStats, StatsRegistry, clip
@@ -84,6 +87,8 @@ VAD_THRESHOLD = 1000  # RMS (PCM16 units, about -30 dBFS) above which the emulat
 VAD_START_MS = 60  # speech this long starts a turn (interrupts the server's)
 VAD_STOP_MS = 500  # silence this long ends it
 CLOSE_REASON_BYTES = 123
+RESUME_POINT_PREFIX = "pyclient."
+EPOCH = secrets.token_hex(2)  # this server process: resume points made by another are foreign
 
 
 class SessionEnd(Exception):
@@ -104,29 +109,75 @@ class Refusal:
     error: dict[str, Any] | None = None  # OpenAI's error event body
 
 
+def resume_point(prefix: str, conn_id: int, root: int, turns: int, nonce: str) -> str:
+    """A signed, self-describing resume point (a Gemini handle, an OpenAI assistant item id):
+    which connection sent it, the session's first connection, how many turns it closes. A
+    restarted server, which remembers nothing, still trusts it (devserver/secret.py)."""
+    body = f"{prefix}{EPOCH}.{conn_id:x}.{root:x}.{turns:x}.{nonce}"
+    return f"{body}.{sign(body)[:10]}"
+
+
+def parse_resume_point(prefix: str, text: str) -> tuple[int, int, int, bool] | None:
+    """``(conn_id, turns, root, foreign)`` of a point ``resume_point`` made, or None (not
+    ours, forged). ``foreign``: a server before a restart made it (its ids mean nothing here)."""
+    if not text.startswith(prefix) or len(text) > 64:
+        return None
+    body, _, signature = text.rpartition(".")
+    parts = body[len(prefix) :].split(".")
+    if len(parts) != 5 or not verify_prefix(body, signature):
+        return None
+    try:
+        conn_id, root, turns = (int(p, 16) for p in parts[1:4])
+    except ValueError:
+        return None
+    return conn_id, turns, root, parts[0] != EPOCH
+
+
+def verify_prefix(body: str, signature: str) -> bool:
+    return len(signature) == 10 and hmac.compare_digest(sign(body)[:10], signature)
+
+
 class HandleStore:
     """Gemini session-resumption handles: which connection issued each, whether it is still open."""
 
     def __init__(self, limit: int = MAX_ITEMS, ttl_s: float = 2 * 3600.0) -> None:
         self.limit, self.ttl_s = limit, ttl_s
-        self._handles: OrderedDict[str, tuple[int, float, int, int]] = OrderedDict()
+        self._handles: OrderedDict[str, tuple[int, float, int, int, bool]] = OrderedDict()
         self._open: set[int] = set()
 
-    def issue(self, handle: str, conn_id: int, turns: int = 0, root: int | None = None) -> None:
+    def issue(self, handle: str, conn_id: int, turns: int = 0, root: int | None = None, foreign: bool = False) -> None:
         """``handle`` resumes the session ``conn_id`` carries (first connection: ``root``)
-        after its first ``turns`` turns."""
+        after its first ``turns`` turns (``foreign``: on a server before a restart)."""
         root = conn_id if root is None else root
-        self._handles[handle] = (conn_id, time.monotonic() + self.ttl_s, turns, root)
+        self._handles[handle] = (conn_id, time.monotonic() + self.ttl_s, turns, root, foreign)
         while len(self._handles) > self.limit:
             self._handles.popitem(last=False)
 
     def find(self, handle: str) -> int | None:
         """The connection that issued ``handle`` (None: unknown or expired)."""
         found = self._handles.get(handle)
-        return found[0] if found is not None and found[1] > time.monotonic() else None
+        if found is None:
+            return self._restore(handle)
+        return found[0] if found[1] > time.monotonic() else None
+
+    def _restore(self, handle: str) -> int | None:
+        """A handle a server before a restart issued (signed, self-describing): known again."""
+        point = parse_resume_point(RESUME_POINT_PREFIX, handle)
+        if point is None:
+            return None
+        conn_id, turns, root, foreign = point
+        self.issue(handle, conn_id, turns, root, foreign)
+        return conn_id
+
+    def foreign(self, handle: str) -> bool:
+        """Whether ``handle`` came from a server before a restart."""
+        found = self._handles.get(handle)
+        return found is not None and found[4]
 
     def turns(self, handle: str) -> tuple[int, int]:
         """How many turns of the session ``handle`` covers, and the session's first connection."""
+        if handle not in self._handles:
+            self._restore(handle)
         found = self._handles.get(handle)
         return (found[2], found[3]) if found is not None else (0, 0)
 
@@ -155,9 +206,6 @@ class EmulationContext:
     # key of the provider's shape (sk-..., AIza...), a set only those.
     provider_keys: Mapping[str, frozenset[str]] | None = None
     handles: HandleStore = field(default_factory=HandleStore)
-    # OpenAI: the assistant items each connection produced, by id -> the turns they close (a new
-    # session that replays them goes on after those turns)
-    replay_points: HandleStore = field(default_factory=HandleStore)
     linger_s: float = LINGER_S
 
     def key_ok(self, provider: str, key: str, shape: Callable[[str], bool]) -> bool:
@@ -540,16 +588,20 @@ class EmulatedSession(Session):
     def skipping(self) -> bool:
         return self.turns_skipped < self.skip_turns
 
-    def resume_from(self, issuer: int, turns: int) -> None:
+    def resume_from(self, issuer: int, turns: int, foreign: bool = False) -> None:
         """Continue the session of connection ``issuer`` after its first ``turns`` turns: its
-        tool accounting carries over, and those turns are skipped."""
+        tool accounting carries over, and those turns are skipped. ``foreign``: ``issuer`` was
+        a connection of a server before a restart (nothing of it is known here)."""
         self.skip_turns = turns
         self.rec["resumed_from"] = issuer
         self.rec["skipped_turns"] = turns
-        before = self.ctx.stats.get(issuer)
+        before = None if foreign else self.ctx.stats.get(issuer)
         if before is not None:
             self.carried = dict(before.answered_calls)
             self.stats.resumed_connections = [*before.resumed_connections, issuer][-KEEP:]
+            self.stats.restored_from = before.restored_from
+        else:  # a server before a restart carried it: its answers are not known here
+            self.stats.restored_from = issuer
 
     def skipped_turn(self) -> None:
         """An ``end_of_turn`` step while skipping."""
@@ -583,6 +635,8 @@ class EmulatedSession(Session):
         self.stats.tool_calls_sent += 1
         if call_id is not None and call_id in self.carried:
             self.stats.count_carried_result(call_id, self.carried[call_id])
+        elif self.stats.restored:
+            self.stats.tool_results_before_restart += 1  # answered to a server before a restart
         else:
             self.stats.error(f"a call of a skipped turn ({name}) has no answer from the earlier connections")
 

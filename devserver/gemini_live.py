@@ -67,12 +67,14 @@ from .emulation import (
     EMULATION,
     MAX_ITEMS,
     OPEN_WAIT_S,
+    RESUME_POINT_PREFIX,
     EmulatedSession,
     EmulationContext,
     EnergyVad,
     Refusal,
     SessionEnd,
     compact,
+    resume_point,
 )
 from .scenarios import Params
 from .stats import clip, summarise
@@ -416,7 +418,9 @@ class GeminiLiveSession(EmulatedSession):
                 await self.emit({"serverContent": {"turnComplete": True}, "usageMetadata": usage})
                 self.turns += 1
                 if self.resumption:
-                    handle = f"pyclient{self.stats.id}-{self.turns}-{secrets.token_hex(8)}"
+                    handle = resume_point(
+                        RESUME_POINT_PREFIX, self.stats.id, self.session_root, self.turns, secrets.token_hex(6)
+                    )
                     self.ctx.handles.issue(handle, self.stats.id, self.turns, self.session_root)
                     self.rec["handles_sent"] += 1
                     await self.emit({"sessionResumptionUpdate": {"newHandle": handle, "resumable": True}})
@@ -484,12 +488,13 @@ class GeminiLiveSession(EmulatedSession):
                 raise self._fail(
                     "setup resumes with an unknown or expired handle", "Invalid session resumption handle."
                 )
-            if self.ctx.handles.is_open(issuer):
+            foreign = self.ctx.handles.foreign(str(handle))
+            if not foreign and self.ctx.handles.is_open(issuer):
                 self.client_error(f"resumed session {issuer} while its connection is still open (close it first)")
                 raise SessionEnd(CLOSE_UNAVAILABLE, "The service is currently unavailable.")
             resumed = True
             turns, self.session_root = self.ctx.handles.turns(str(handle))
-            self.resume_from(issuer, turns)
+            self.resume_from(issuer, turns, foreign)
         if isinstance(self.auth, MintedToken):
             refused = self.ctx.store.start_session(self.auth, resumed)
             if refused is not None:

@@ -80,7 +80,9 @@ from .emulation import (
     Refusal,
     SessionEnd,
     compact,
+    parse_resume_point,
     parse_tool_output,
+    resume_point,
 )
 from .scenarios import ParamError, Params
 from .stats import clip, summarise
@@ -240,7 +242,8 @@ class OpenAIRealtimeSession(EmulatedSession):
         self.turns = 0
         self.turn_call_count = 0
         self.session_root = self.stats.id  # the conversation's first session (new sessions keep it)
-        self.replayed_from: tuple[int, int, int] | None = None  # (session, turns, root) a replay continues
+        # (session, turns, root, foreign) of the conversation a replay continues
+        self.replayed_from: tuple[int, int, int, bool] | None = None
         self.vad = EnergyVad(RATE, self.vad_threshold)
         self.rec.update(
             {
@@ -317,9 +320,9 @@ class OpenAIRealtimeSession(EmulatedSession):
             self.check_open()
             self.client_error(f"no session.update within {OPEN_WAIT_S:g} s of session.created")
         if self.replayed_from is not None:  # the conversation replayed before session.update
-            issuer, turns, root = self.replayed_from
+            issuer, turns, root, foreign = self.replayed_from
             self.session_root = root
-            self.resume_from(issuer, turns)
+            self.resume_from(issuer, turns, foreign)
 
     def _note_replayed(self, item_id: Any) -> None:
         """An assistant item replayed into this new session: if one of ours, the conversation
@@ -327,12 +330,12 @@ class OpenAIRealtimeSession(EmulatedSession):
         self.rec["replayed_assistant_items"] += 1
         if not isinstance(item_id, str) or self.session_updates:
             return
-        issuer = self.ctx.replay_points.find(item_id)
-        if issuer is None:
+        point = parse_resume_point("i", item_id)
+        if point is None:
             return
-        turns, root = self.ctx.replay_points.turns(item_id)
+        issuer, turns, root, foreign = point
         if self.replayed_from is None or turns > self.replayed_from[1]:
-            self.replayed_from = (issuer, turns, root)
+            self.replayed_from = (issuer, turns, root, foreign)
 
     def closed_as_told(self) -> bool:
         """The client closed to renew the session before the limit, or after session_expired."""
@@ -428,7 +431,11 @@ class OpenAIRealtimeSession(EmulatedSession):
         if item is not None:
             await self._close_item()
         kind = resp.modality
-        item = _Item(self._id("item"), resp.id, len(resp.output), kind, script_item)
+        # Its id says which turn it belongs to: a new session the conversation is replayed into
+        # goes on after that turn (and a restarted server can still read it: signed).
+        self._n += 1
+        item_id = resume_point("i", self.stats.id, self.session_root, self.turns + 1, f"{self._n:x}")
+        item = _Item(item_id, resp.id, len(resp.output), kind, script_item)
         resp.output.append({"id": item.id, "type": "message"})  # completed in _close_item
         self.item = item
         self.items[item.id] = item
@@ -797,9 +804,6 @@ class OpenAIRealtimeSession(EmulatedSession):
                 self.dropping = False
                 self.turns += 1
                 self.turn_call_count = 0
-                for out in resp.output if resp is not None else ():
-                    if out.get("type") == "message":  # replayed in a new session: go on after this turn
-                        self.ctx.replay_points.issue(out["id"], self.stats.id, self.turns, self.session_root)
         elif type == "interrupted":  # scripted barge-in: the emulated user speaks for a moment
             async with self.lock:
                 start = self.mic_ms()

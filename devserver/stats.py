@@ -141,6 +141,7 @@ class ConnectionStats:
     pings: int = 0  # heartbeat pings answered (pyclient.v1)
     restored_from: int | None = None  # /ws: the session (on a server before a restart) this one goes on with
     frames_restored: int = 0  # ... and the frames of it the client had consumed
+    tool_results_before_restart: int = 0  # emulations: calls of skipped turns answered to a server before a restart
     resumed_connections: list[int] = field(default_factory=list)  # emulations: earlier connections of the session
     # call_id -> as_expected of every call answered (bounded): a resumed emulated session counts them again
     answered_calls: dict[str, bool | None] = field(default_factory=dict, repr=False)
@@ -187,6 +188,10 @@ class ConnectionStats:
     def on_control(self, type: str, fields: dict[str, Any]) -> None:
         self.controls_received_count += 1
         self.controls_received.append(summarise({"type": type, **fields}))
+
+    @property
+    def restored(self) -> bool:
+        return self.restored_from is not None
 
     def count_carried_result(self, call_id: str, as_expected: bool | None) -> None:
         """A result an earlier connection of the session received (a resumed emulation)."""
@@ -296,6 +301,7 @@ class ConnectionStats:
             "pings": self.pings,
             "restored_from": self.restored_from,
             "frames_restored": self.frames_restored,
+            "tool_results_before_restart": self.tool_results_before_restart,
             "resumed_connections": list(self.resumed_connections),
             **({"resume": self.resume()} if self.resume is not None else {}),
             "timeline": list(self._timeline),

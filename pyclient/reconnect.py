@@ -46,7 +46,7 @@ UNAVAILABLE = ("unavailable", "overloaded", "try again")  # 1011 reasons that ar
 
 DEFAULT_BASE_DELAY_S = 0.25
 DEFAULT_MAX_DELAY_S = 10.0
-DEFAULT_MAX_ATTEMPTS = 6
+DEFAULT_MAX_ATTEMPTS = 10  # with full jitter, about 30 s on average before giving up: a server restart fits
 DEFAULT_MAX_HISTORY = 20
 
 

@@ -990,7 +990,7 @@ class Client:
             return False
         if getattr(self, "_setup_failed", False) or self.url is None:
             return False
-        go_away = self._go_away or self._switching
+        go_away = self._go_away or self._switching or self.codec.ended_by_limit(code, reason)
         return classify(code, reason, go_away=go_away)[0] == RETRY and self.codec.resume_url(self.url) is not None
 
     async def _run(self) -> None:
@@ -1029,7 +1029,7 @@ class Client:
     async def _reconnect(self, code: int | None, reason: str) -> bool:
         """The socket was lost mid-session: open another that resumes it. Returns False when
         the policy gives up or the page closed meanwhile (then the session ends)."""
-        go_away = self._go_away or self._switching
+        go_away = self._go_away or self._switching or self.codec.ended_by_limit(code, reason)
         self.policy.closed(code, reason, go_away=go_away)
         self.state = "reconnecting"
         self._ready.clear()  # sends wait for the next socket: nothing goes into a dead one

@@ -135,6 +135,11 @@ class Codec(ABC):
     # The close reason when the client leaves a connection to go on on a new one.
     switch_reason: ClassVar[str] = "goAway: resuming on a new connection"
 
+    def ended_by_limit(self, code: int | None, reason: str) -> bool:
+        """Whether a server's close says the session (or connection) reached its time limit:
+        worth a new connection at once even when the message announcing it was not read."""
+        return False
+
     def is_resume_point(self, event: Event) -> bool:
         """Whether a session resumed after a loss would go on from right after ``event`` (the
         client marks the transcript there: a later loss takes back what followed)."""

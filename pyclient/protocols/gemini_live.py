@@ -302,9 +302,15 @@ class GeminiLiveCodec(Codec):
         return self._ready
 
     def resume_url(self, url: str) -> str | None:
-        """The session resumes on ``url`` with the latest resumable handle (sent in ``setup``);
-        None before the server gave one."""
-        return url if (self._latest_handle or self.resume_handle) else None
+        """The session resumes on ``url`` with the latest resumable handle (sent in ``setup``).
+        Before the first turn completed there is nothing to lose: a new session starts over
+        (the client takes back the cut turn). None: turns completed but no handle came."""
+        return url if (self._latest_handle or self.resume_handle or self._turns == 0) else None
+
+    def ended_by_limit(self, code: int | None, reason: str) -> bool:
+        """Gemini closes with 1011 "Deadline expired before operation could complete." at the
+        end of a connection's lifetime (after ``goAway``)."""
+        return code == 1011 and "deadline expired" in reason.lower()
 
     def is_resume_point(self, event: Event) -> bool:
         """Gemini resumes from its latest resumable handle, sent after a turn completes."""

@@ -358,6 +358,11 @@ class OpenAIRealtimeCodec(Codec):
         while len(self._history) > MAX_HISTORY_ITEMS or self._history_chars > MAX_HISTORY_CHARS:
             self._history_chars -= len(self._history.popleft()["text"])
 
+    def ended_by_limit(self, code: int | None, reason: str) -> bool:
+        """OpenAI closes with 1001 "Your session hit the maximum duration of 60 minutes." after
+        ``session_expired`` (Chromium may drop that last event when the server closes first)."""
+        return code == 1001 and "maximum duration" in reason
+
     def resume_url(self, url: str) -> str | None:
         """No resume exists: a lost session goes on as a new session on the same URL, with the
         conversation replayed as text (``start``)."""
