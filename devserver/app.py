@@ -307,6 +307,7 @@ async def _run_session(app: web.Application, session: ResumableSession, scenario
             session.drop_after = Params(params).num("drop_after", 0, 0, 10**9, int)
             session.drops = Params(params).num("drops", 1, 0, 1000, int)
             session.close_after = Params(params).num("close_after", 0, 0, 10**9, int)
+            session.freeze_after = Params(params).num("freeze_after", 0, 0, 10**9, int)
             Params(params).num("resume_window", 0, 0, 3600.0)
             Params(params).num("replay_kb", 1, 1, 256 * 1024, int)
             if run is None:

@@ -185,7 +185,8 @@ class ResumableSession(Session):
         self.links: deque[Link] = deque(maxlen=MAX_LINKS_KEPT)
         self.link_count = 0
         self.resumes = 0
-        self.drops = 1  # drop_after aborts this many links
+        self.drops = 1  # drop_after aborts (freeze_after freezes) this many links
+        self.freeze_after = 0
         self.end_reason: str | None = None
         self._write_lock = asyncio.Lock()
         self._link_changed = asyncio.Event()
@@ -205,10 +206,10 @@ class ResumableSession(Session):
         """A socket carries the session from frame index ``start`` on (a resume replays the
         frames from there). A link still attached (half-open to the client) is dropped."""
         old = self.link
-        if old is not None and not old.dead:
+        if old is not None:
             self._lose(old)
-            if old.transport is not None:
-                old.transport.abort()
+            if old.transport is not None and not old.finished.is_set():
+                old.transport.abort()  # half-open (or frozen): it goes now
         self.link_count += 1
         link = Link(self.link_count, ws, transport, CreditBalance() if credit else None, start)
         link.replayed = self.replay.end - start
@@ -335,6 +336,8 @@ class ResumableSession(Session):
             self._lose(link)
             if link.transport is not None:
                 link.transport.abort()
+        if link is not None and self.freeze_after and self.drops > 0 and link.frames_sent >= self.freeze_after:
+            self.freeze(link)
         if self.close_after and self.stats.frames_sent >= self.close_after:
             raise ClosedEarly(f"closed after {self.stats.frames_sent} frames without 'done' (close_after)")
         if time.monotonic() - self._ran_since >= YIELD_EVERY_S:
@@ -391,6 +394,17 @@ class ResumableSession(Session):
             self.stats.send_blocked_since = None
         link.frames_sent += 1
         self.stats.on_sent(len(frame), time.monotonic() - t0)
+
+    def freeze(self, link: Link) -> None:
+        """``freeze_after``: the link goes silent without closing, as a half-open connection
+        (a NAT that forgot it, a peer that lost power) does: nothing more is written or read
+        on it, no close comes. The client must find out by itself (heartbeat) and resume."""
+        self.drops -= 1
+        self.stats.frozen = True
+        self.stats.error(f"froze link {link.number} on purpose after {link.frames_sent} frames (freeze_after)")
+        self._lose(link)  # the session waits for a resume; the socket itself stays open
+        if link.transport is not None:
+            link.transport.pause_reading()  # pings go unanswered, a close frame unread
 
     def drop(self) -> None:  # the base class's drop_after: links drop in send() instead
         raise NotImplementedError

@@ -139,6 +139,7 @@ class ConnectionStats:
     errors_count: int = 0
     dropped: bool = False  # the server aborted the connection on purpose (drop_after)
     pings: int = 0  # heartbeat pings answered (pyclient.v1)
+    frozen: bool = False  # a link went silent on purpose (freeze_after)
     restored_from: int | None = None  # /ws: the session (on a server before a restart) this one goes on with
     frames_restored: int = 0  # ... and the frames of it the client had consumed
     tool_results_before_restart: int = 0  # emulations: calls of skipped turns answered to a server before a restart
@@ -299,6 +300,7 @@ class ConnectionStats:
             "errors_count": self.errors_count,
             "dropped": self.dropped,
             "pings": self.pings,
+            "frozen": self.frozen,
             "restored_from": self.restored_from,
             "frames_restored": self.frames_restored,
             "tool_results_before_restart": self.tool_results_before_restart,

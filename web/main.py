@@ -16,7 +16,8 @@ than ``/ws``), ``approve`` (demo tools that wait for the user's approval, comma-
 ``approve=calculator``), ``approval_timeout`` (s before an undecided call is denied),
 ``max_pending_approvals``, ``reconnect=0`` (a lost connection ends the session instead of
 resuming it), ``renew_s`` (move the session to a new connection after this many seconds, at a
-turn boundary; OpenAI's default is 55 minutes), ``autostart=1`` to connect on load. Every
+turn boundary; OpenAI's default is 55 minutes), ``heartbeat_s`` (pyclient.v1: ping after this
+much silence, give the socket up if unanswered as long), ``autostart=1`` to connect on load. Every
 other parameter (turns, seconds, mb, credit, ...) is passed on to the socket.
 """
 
@@ -52,6 +53,7 @@ PAGE_PARAMS = (
     "max_pending_approvals",
     "reconnect",
     "renew_s",
+    "heartbeat_s",
 )
 MAX_TIMELINE_ENTRIES = 50
 THROTTLED_SPEED = 0.25
@@ -147,6 +149,8 @@ async def connect():
         options["reconnect"] = False
     if param("renew_s"):
         options["session_renew_s"] = float(param("renew_s"))
+    if param("heartbeat_s"):
+        options["heartbeat_s"] = float(param("heartbeat_s"))
     if param("queue_kb"):
         options["receive_queue_bytes"] = int(param("queue_kb")) * 1024
     if param("send_high_kb"):

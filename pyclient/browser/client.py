@@ -84,6 +84,7 @@ MAX_PENDING_CUTS = 4  # barge-in reports in flight; more interruptions wait (sta
 DEFAULT_DRAIN_TIMEOUT_S = 30.0  # after 'done': time to send what we still owe before closing
 DEFAULT_SETUP_TIMEOUT_S = 30.0  # Gemini: time for the server to accept the set-up
 TOOL_EXPIRY_CHECK_S = 1.0
+DEFAULT_HEARTBEAT_S = 15.0  # pyclient.v1: ping after this much silence; no answer this long: dead
 
 STATES = ("idle", "connecting", "open", "reconnecting", "closing", "closed", "error")
 MAX_REMEMBERED_RESULTS = 256  # tool outcomes kept to answer a resumed server's 'awaiting' again
@@ -190,6 +191,8 @@ class Client:
         reconnect_attempts: int = DEFAULT_MAX_ATTEMPTS,
         reconnect_max_delay: float = DEFAULT_MAX_DELAY_S,
         session_renew_s: float | None = -1.0,
+        heartbeat_s: float | None = DEFAULT_HEARTBEAT_S,
+        idle_timeout_s: float | None = None,
     ) -> None:
         if protocol not in PROTOCOLS:
             raise UsageError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
@@ -232,6 +235,20 @@ class Client:
         self.session_renew_s = self.codec.session_renew_s if session_renew_s == -1.0 else session_renew_s
         self._renew_timer: asyncio.TimerHandle | None = None
         self.renewals = 0
+        # Dead sockets (half-open: no close ever comes): a ping after heartbeat_s of silence
+        # where the protocol has one (pyclient.v1), and/or a silence the page allows.
+        self.heartbeat_s = heartbeat_s if self.codec.has_heartbeat else None
+        self.idle_timeout_s = idle_timeout_s
+        self.pings_sent = 0
+        self.dead_links = 0
+        self._ping_at: float | None = None
+        self._link_no = 0
+        self._link_opened_at = 0.0
+        self._dead = asyncio.Event()
+        self._dead_reason = ""
+        self._liveness: asyncio.Task | None = None
+        self._dead_pipe: asyncio.Task | None = None
+        self._pings: set[asyncio.Task] = set()
         self.policy = ReconnectPolicy(max_attempts=reconnect_attempts, max_delay=reconnect_max_delay)
         self.resumes = 0
         self.rolled_back_turns = 0  # turns taken back after a loss (the server sends them again)
@@ -392,6 +409,8 @@ class Client:
         opening = self._start_pipe()
         self._runner = asyncio.ensure_future(self._run())
         self._expiry = asyncio.ensure_future(self._expire_tool_calls())
+        if self.heartbeat_s or self.idle_timeout_s:  # not a send the end waits for: its own task
+            self._liveness = asyncio.ensure_future(self._watch_liveness())
         await self._send(lambda: opening, opening=True)
         return self
 
@@ -432,7 +451,16 @@ class Client:
 
     def _start_pipe(self) -> list[Message]:
         """Pipe the socket through the demux; returns the protocol's opening messages."""
-        transform = js_object(transform=self._pipe_owner.proxy(self._transform))
+        self._link_no += 1
+        self._link_opened_at = time.monotonic()
+        self._ping_at = None
+        self._dead.clear()
+        self._pipe_owner = ProxyOwner()  # this pipe's transform: destroyed when this pipe ends
+
+        def transform(chunk: Any, controller: Any, link: int = self._link_no) -> Any:
+            return self._transform(chunk, controller, link)
+
+        transform = js_object(transform=self._pipe_owner.proxy(transform))
         # The demux emits nothing downstream; a readable high-water mark of 1 keeps the
         # TransformStream from applying backpressure for a reader that does not exist.
         demux_stream = js.TransformStream.new(transform, js_object(highWaterMark=1), js_object(highWaterMark=1))
@@ -626,6 +654,7 @@ class Client:
             "connections": self.policy.stats()["connections"],
             "resumes": self.resumes,
             "renewals": self.renewals,
+            "heartbeat": {"pings": self.pings_sent, "dead_links": self.dead_links},
             "rolled_back": {
                 "turns": self.rolled_back_turns,
                 "chars": self.renderer.rolled_back_chars,
@@ -649,9 +678,11 @@ class Client:
 
     # ------------------------------------------------------------------ pipeline
 
-    async def _transform(self, chunk: Any, controller: Any) -> None:
+    async def _transform(self, chunk: Any, controller: Any, link: int = 0) -> None:
         # Never let an exception reject this promise: that would error the whole pipe.
         try:
+            if link != self._link_no:
+                return  # a socket given up for dead: its session goes on on another
             if isinstance(chunk, str):
                 message: Any = chunk  # a text message (JSON protocols)
                 n = len(chunk)
@@ -993,15 +1024,30 @@ class Client:
         go_away = self._go_away or self._switching or self.codec.ended_by_limit(code, reason)
         return classify(code, reason, go_away=go_away)[0] == RETRY and self.codec.resume_url(self.url) is not None
 
+    async def _pipe_ended(self, pipe: Any, owner: ProxyOwner) -> str | None:
+        try:
+            await pipe
+            return None
+        except JsException as exc:
+            return f"stream failed: {exc}"
+        finally:
+            owner.close()  # the pipe will not call the transform again
+
     async def _run(self) -> None:
         while True:
-            error = None
-            try:
-                await self._pipe
-            except JsException as exc:
-                error = f"stream failed: {exc}"
-            self._pipe_owner.close()  # the pipe will not call the transform again
-            code, reason = await self.transport.closed
+            pipe = asyncio.ensure_future(self._pipe_ended(self._pipe, self._pipe_owner))
+            dead = asyncio.ensure_future(self._dead.wait())
+            await asyncio.wait({pipe, dead}, return_when=asyncio.FIRST_COMPLETED)
+            dead.cancel()
+            if pipe.done():
+                error = pipe.result()
+                code, reason = await self.transport.closed
+            else:  # half-open: no close will come; the old pipe ends on its own (its messages are ignored)
+                self._dead_pipe = pipe
+                self.transport.abandon(self._dead_reason)
+                for task in list(self._pings):
+                    task.cancel()
+                error, (code, reason) = None, await self.transport.closed
             if code == RESUME_FAILED and self.policy.reconnects:
                 self._notify(ResumeFailed(reason or "the server cannot resume the session"))
             # A stream error that comes with a lost socket is that loss (WebSocketStream's
@@ -1009,6 +1055,8 @@ class Client:
             if not self._will_reconnect(code, reason) or not await self._reconnect(code, reason):
                 break
         self._expiry.cancel()
+        if self._liveness is not None:
+            self._liveness.cancel()
         await self.mic.abort()  # whatever ended the stream, the device is released now
         self.approvals.shut("the connection ended")  # nobody is left to answer
         for event in self.conn.finish():
@@ -1055,7 +1103,7 @@ class Client:
                 resume_url = self.codec.resume_url(self.url)
                 if resume_url is None:
                     raise TransportError("the session can no longer be resumed")
-                self.transport.dispose()
+                self._dispose_when_piped(self.transport)
                 await self._open_socket(resume_url)
             except Exception as exc:
                 code, reason = None, f"could not open: {exc}"
@@ -1103,6 +1151,49 @@ class Client:
             return
         self._switching = True
         self.transport.close(1000, self.codec.switch_reason)
+
+    def _dispose_when_piped(self, transport: Any) -> None:
+        """Free a lost socket's callbacks once its pipe no longer calls them (a socket given up
+        for dead may still be piping)."""
+        pipe, self._dead_pipe = self._dead_pipe, None
+        if pipe is None or pipe.done():
+            transport.dispose()
+        else:
+            pipe.add_done_callback(lambda _: transport.dispose())
+
+    async def _watch_liveness(self) -> None:
+        """Half-open sockets never close: while the client is ready to read (no message in its
+        sinks), silence longer than ``idle_timeout_s``, or a ping unanswered for
+        ``heartbeat_s``, gives the socket up as dead (then the session resumes on a new one)."""
+        period = min(x for x in (self.heartbeat_s, self.idle_timeout_s) if x) / 4
+        while not self._closed.done():
+            await asyncio.sleep(period)
+            if self.state != "open" or self._switching or self._dead.is_set() or self._inflight:
+                continue
+            now = time.monotonic()
+            heard = max(self._last_message_at or 0.0, self._link_opened_at)
+            if self.idle_timeout_s and now - heard >= self.idle_timeout_s:
+                self._give_up_link(f"nothing received for {self.idle_timeout_s:g} s")
+            elif self.heartbeat_s and self._ping_at is not None and heard < self._ping_at:
+                if now - self._ping_at >= self.heartbeat_s:
+                    self._give_up_link(f"no answer to a ping within {self.heartbeat_s:g} s")
+            elif self.heartbeat_s and now - heard >= self.heartbeat_s:
+                self._ping_at = now
+                self.pings_sent += 1
+                task = asyncio.ensure_future(self._send_quietly(lambda: self.codec.ping(self.pings_sent)))
+                self._pings.add(task)
+                task.add_done_callback(self._pings.discard)
+
+    async def _send_quietly(self, build: Callable[[], list[Message]]) -> None:
+        try:
+            await self._send(build)
+        except PyclientError as exc:
+            self._remember(self.internal_errors, f"not sent: {exc}")
+
+    def _give_up_link(self, why: str) -> None:
+        self.dead_links += 1
+        self._dead_reason = f"connection given up for dead: {why}"
+        self._dead.set()
 
     def _notify(self, event: Event) -> None:
         """An event of the client's own (reconnects): listeners only, no sink."""

@@ -114,9 +114,9 @@ class WebSocketStreamTransport:
             self.send_stats.send_waits += 1
         t0 = time.monotonic()
         try:
-            await writer.ready
+            await self._unless_closed(writer.ready)
             self.send_stats.send_wait_s += time.monotonic() - t0
-            await writer.write(data if isinstance(data, str) else bytes_to_js(data))
+            await self._unless_closed(writer.write(data if isinstance(data, str) else bytes_to_js(data)))
         except JsException as exc:
             raise TransportError(f"send failed: {exc}") from exc
         self.send_stats.bytes_out += len(data)
@@ -129,6 +129,24 @@ class WebSocketStreamTransport:
                 await self._writer.ready
             except JsException:
                 pass  # closed meanwhile: nothing more can drain
+
+    async def _unless_closed(self, promise: Any) -> None:
+        """Await ``promise`` unless the socket is given up first (a half-open socket's writer
+        may never become ready again: nobody must wait on it forever)."""
+        if self.closed.done():
+            raise TransportError("cannot send: the socket is closed")
+        waiting = asyncio.ensure_future(_awaited(promise))
+        await asyncio.wait({waiting, self.closed}, return_when=asyncio.FIRST_COMPLETED)
+        if not waiting.done():
+            raise TransportError("cannot send: the socket closed (or was given up) while sending")
+        waiting.result()
+
+    def abandon(self, reason: str) -> None:
+        """Give the socket up (dead, half-open): ``closed`` resolves now with 1006 and
+        ``reason``, pending sends fail, and a close is attempted."""
+        self.close(4000, "dead connection")
+        if not self.closed.done():
+            self.closed.set_result((1006, reason))
 
     def unsent_bytes(self) -> int:
         return 0  # WebSocketStream does not tell; write() resolved once it took the data
@@ -269,6 +287,15 @@ class ClassicWebSocketTransport:
         if self._ws is not None and self._ws.readyState in (0, 1):
             self._ws.close(code, reason)
 
+    def abandon(self, reason: str) -> None:
+        """Give the socket up (dead, half-open): ``closed`` resolves now with 1006 and
+        ``reason``, the readable ends, pending sends fail, and a close is attempted."""
+        self.close(4000, "dead connection")
+        self._ended = True
+        self._arrived.set()
+        if not self.closed.done():
+            self.closed.set_result((1006, reason))
+
     def receive_stats(self) -> dict[str, Any]:
         st = self.queue.stats()
         st["text_messages"] = self.text_messages
@@ -279,7 +306,14 @@ class ClassicWebSocketTransport:
         return self.queue.bytes
 
     def dispose(self) -> None:
+        ws = self._ws
+        if ws is not None:  # a socket given up for dead may still fire events: nobody listens now
+            ws.onopen = ws.onclose = ws.onerror = ws.onmessage = None
         self._owner.close()
+
+
+async def _awaited(promise: Any) -> Any:
+    return await promise
 
 
 def make_transport(name: str, **options: Any) -> WebSocketStreamTransport | ClassicWebSocketTransport:

@@ -135,6 +135,12 @@ class Codec(ABC):
     # The close reason when the client leaves a connection to go on on a new one.
     switch_reason: ClassVar[str] = "goAway: resuming on a new connection"
 
+    has_heartbeat: ClassVar[bool] = False  # ping() makes a message the server answers
+
+    def ping(self, ping_id: int) -> list[Message]:
+        """A heartbeat the server answers (pyclient.v1's ``ping``); [] where the protocol has none."""
+        return []
+
     def ended_by_limit(self, code: int | None, reason: str) -> bool:
         """Whether a server's close says the session (or connection) reached its time limit:
         worth a new connection at once even when the message announcing it was not read."""

@@ -40,6 +40,7 @@ class PyclientCodec(Codec):
     )
     input_audio_rate = None  # any rate: AUDIO frames carry theirs
     resumes_exactly = True  # the server replays every frame after the last one consumed
+    has_heartbeat = True  # control 'ping' {id}: the server answers 'pong' {id}, in order
 
     def __init__(
         self, max_payload: int = DEFAULT_MAX_PAYLOAD, open_call_timeout: float = DEFAULT_OPEN_CALL_TIMEOUT
@@ -127,6 +128,9 @@ class PyclientCodec(Codec):
 
     def text(self, text: str) -> list[Message]:
         return [self.seq.control("user_text", text=text)]
+
+    def ping(self, ping_id: int) -> list[Message]:
+        return [self.seq.control("ping", id=ping_id)]
 
     def credit(self, grant: int) -> list[Message]:
         return [self.seq.credit(grant)]

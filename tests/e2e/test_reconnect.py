@@ -210,7 +210,9 @@ def test_openai_session_expired_goes_on_in_a_new_session(demo: Demo) -> None:
     s = demo.wait_ended()
     assert_whole(demo, s, "openai-realtime", turns=3)
     # 1001 "...maximum duration..." after session_expired (Chromium may drop that last event).
-    assert s["connections"][0]["code"] == 1001 and "maximum duration" in s["connections"][0]["reason"]
+    # (Or 1006 when the browser saw no clean closing handshake; either way the session went on.)
+    first = s["connections"][0]
+    assert first["code"] == 1006 or (first["code"] == 1001 and "maximum duration" in first["reason"]), first
     demo.watch.assert_clean()
 
 
@@ -293,4 +295,25 @@ def test_provider_session_survives_a_server_restart(restartable: Demo, protocol:
     assert s["tools"]["executed"] == 3 == last["tool_calls_sent"] == answered, (s["tools"], last)
     assert last["errors"] == [], last["errors"]
     demo.watch.forgive_socket_error("/")
+    demo.watch.assert_clean()
+
+
+@pytest.mark.parametrize("transport", ["auto", "websocket"])
+def test_a_silent_half_open_connection_is_given_up_and_resumed(demo: Demo, transport: str, browser_name: str) -> None:
+    # The server stops writing and reading without closing (freeze_after): no close ever
+    # comes. The client's ping goes unanswered for heartbeat_s; it gives the socket up and
+    # resumes the session on a new one.
+    if browser_name == "firefox" and transport == "auto":
+        pytest.skip("auto is websocket in Firefox: covered by the other parameter")
+    chat = {"scenario": "chat", "turns": 2, "tokens": 200, "burst": 0.5, "pause": 0, "transport": transport}
+    demo.open(**chat, freeze_after=80, heartbeat_s=0.5)
+    s = demo.wait_ended()
+    assert s["state"] == "closed" and s["error"] is None, (s["error"], s["connections"])
+    assert s["heartbeat"]["dead_links"] == 1 and s["reconnects"] == 1 and s["resumes"] == 1
+    assert "given up for dead" in s["connections"][0]["reason"], s["connections"]
+    server = demo.server.wait_closed(s["server"]["connection_id"])
+    assert server["frozen"] and server["resume"]["resumes"] == 1
+    assert hashlib.sha256(demo.transcript().encode()).hexdigest() == server["text_sha256"]
+    assert s["tools"]["executed"] == 2 == server["tool_results_as_expected"]
+    demo.watch.forgive_socket_error("freeze_after=")  # Firefox reports the socket it gave up
     demo.watch.assert_clean()

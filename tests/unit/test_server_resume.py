@@ -300,3 +300,33 @@ def test_a_forged_or_ended_token_is_not_restored() -> None:
             assert msg.type == WSMsgType.CLOSE and ws.close_code == RESUME_FAILED, token
 
     with_client(t)
+
+
+def test_a_frozen_link_is_given_up_by_the_client_and_the_session_resumes() -> None:
+    """freeze_after: the server stops writing and reading without closing (half-open). A
+    client that hears nothing (here: a ping unanswered for 0.3 s) gives the socket up and
+    resumes on a new one: the whole text, nothing twice."""
+
+    async def t(client: TestClient) -> None:
+        full = await whole_session(client, CHAT)
+        c = ResumingClient(client, CHAT + "&freeze_after=50")
+        async with client.ws_connect("/ws?" + c.query, protocols=("pyclient.v1",)) as ws:
+            await ws.send_bytes(c.seq.control("ping", id=1))
+            while True:
+                try:
+                    msg = await asyncio.wait_for(ws.receive(), 0.3)
+                except TimeoutError:
+                    break  # silence: given up for dead (the socket is still open)
+                for ev in c.demux.feed_message(msg.data):
+                    if isinstance(ev, ServerHello):
+                        c.token, c.session_id = ev.fields["resume_token"], ev.fields["connection_id"]
+                    elif isinstance(ev, TextDelta):
+                        c.text += ev.text
+                c.last_seq = c.demux.last_seq
+            assert not ws.closed
+        await c.run()
+        st = await c.stats()
+        assert c.done and c.gaps == 0 and c.text == full.text and st["frozen"]
+        assert st["resume"]["resumes"] == 1  # (the ping itself went unread: the link froze first)
+
+    with_client(t)
