@@ -241,6 +241,7 @@ class OpenAIRealtimeSession(EmulatedSession):
         self.session_updates = 0
         self.turns = 0
         self.turn_call_count = 0
+        self.message_items = 0
         self.session_root = self.stats.id  # the conversation's first session (new sessions keep it)
         # (session, turns, root, foreign) of the conversation a replay continues
         self.replayed_from: tuple[int, int, int, bool] | None = None
@@ -433,8 +434,8 @@ class OpenAIRealtimeSession(EmulatedSession):
         kind = resp.modality
         # Its id says which turn it belongs to: a new session the conversation is replayed into
         # goes on after that turn (and a restarted server can still read it: signed).
-        self._n += 1
-        item_id = resume_point("i", self.stats.id, self.session_root, self.turns + 1, f"{self._n:x}")
+        self.message_items += 1  # (short: an item id the client may send back is at most 32 characters)
+        item_id = resume_point("i", self.stats.id, self.session_root, self.turns + 1, f"{self.message_items:x}")
         item = _Item(item_id, resp.id, len(resp.output), kind, script_item)
         resp.output.append({"id": item.id, "type": "message"})  # completed in _close_item
         self.item = item

@@ -58,6 +58,7 @@ DEFAULT_RESUME_WINDOW_S = 30.0
 MAX_AWAITING_LISTED = 256  # call ids listed in 'resumed'
 MAX_ANSWERED_REMEMBERED = 4096  # call ids whose result arrived (duplicate detection)
 MAX_LINKS_KEPT = 20
+MAX_UNSENT_PONGS = 8
 CLEAN_CLIENT_CLOSE = (1000, 1001)  # the client ended the session on purpose
 
 
@@ -100,6 +101,8 @@ class ReplayBuffer:
         return self.end - 1
 
     def get(self, index: int) -> bytes:
+        if not self.base <= index < self.end:
+            raise IndexError(f"frame {index} is not buffered ({self.base}..{self.end - 1})")
         return self._frames[index - self.base][1]
 
     def trim(self, written: int) -> None:
@@ -325,8 +328,7 @@ class ResumableSession(Session):
                 self.link.next_index = index + 1  # the client consumed it before the restart
                 self.stats.frames_restored += 1
                 return
-            self.restoring = None  # the first frame the client has not seen: live from here
-            self.post(self.seq.control("resumed", restored=True, **self.resumed_fields()))
+            self._restored()  # the first frame the client has not seen: live from here
         await self._deliver(index + 1)
         link = self.link
         if link is not None and self.drop_after and self.drops > 0 and link.frames_sent >= self.drop_after:
@@ -343,6 +345,17 @@ class ResumableSession(Session):
         if time.monotonic() - self._ran_since >= YIELD_EVERY_S:
             await self.yield_to_loop()
 
+    def _restored(self) -> None:
+        """The restored session caught up with the client: tell it (and which calls still
+        wait for a result: those sent before the restart are answered again)."""
+        if self.restoring is not None:
+            self.restoring = None
+            self.post(self.seq.control("resumed", restored=True, **self.resumed_fields()))
+
+    async def wait_tool_results(self, idle_s: float, cap_s: float) -> bool:
+        self._restored()  # the scenario ended while restoring: the client must hear of it now
+        return await super().wait_tool_results(idle_s, cap_s)
+
     async def _deliver(self, upto: int) -> None:
         """Write the stream up to index ``upto`` on the current link, in order, waiting for a
         link while there is none (a resume replays what the lost one did not deliver)."""
@@ -355,7 +368,8 @@ class ResumableSession(Session):
                     while link.next_index < upto and not link.dead:
                         await self._write(link, self.replay.get(link.next_index))
                         link.next_index += 1
-                    self.replay.trim(link.next_index)
+                    if link is self.link:  # a link replaced meanwhile must not trim what the new one replays
+                        self.replay.trim(link.next_index)
             except (ConnectionResetError, ConnectionError, RuntimeError) as exc:
                 if link is self.link and not link.dead:
                     self.stats.error(f"link {link.number} lost: {exc}")
@@ -433,6 +447,9 @@ class ResumableSession(Session):
         if isinstance(frame, ControlFrame) and frame.type == "ping":
             self.stats.frames_received += 1
             self.stats.pings += 1
+            if len(self._pongs) >= MAX_UNSENT_PONGS:  # a client that pings without reading
+                self.stats.error("ping ignored: pongs are not being read")
+                return
             ping_id = frame.fields.get("id")
             self.post(self.seq.control("pong", id=ping_id if isinstance(ping_id, (int, str)) else None))
             return

@@ -17,6 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SIGNATURE_CHARS = 22
+MIN_KEY_BYTES = 32
 
 
 @functools.lru_cache(maxsize=1)
@@ -27,14 +28,22 @@ def dev_secret() -> bytes:
     path = ROOT / ".devserver" / "secret"
     if not path.exists():
         path.parent.mkdir(exist_ok=True)
+        # Written whole under another name, then linked into place: another server starting
+        # at the same time never reads a half-written key (it gets the first one linked).
+        tmp = path.with_name(f"secret.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_hex(32).encode())
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another server process created it meanwhile
+            os.link(tmp, path)
+        except FileExistsError:
             pass
-        else:
-            with os.fdopen(fd, "wb") as f:
-                f.write(secrets.token_hex(32).encode())
-    return path.read_bytes()
+        finally:
+            tmp.unlink()
+    key = path.read_bytes()
+    if len(key) < MIN_KEY_BYTES:
+        raise RuntimeError(f"{path}: a signing key of {len(key)} bytes; delete the file to make a new one")
+    return key
 
 
 def sign(text: str) -> str:

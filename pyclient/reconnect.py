@@ -114,14 +114,19 @@ class ReconnectPolicy:
         self.history = deque(maxlen=max(1, self.max_history))
 
     def opened(self) -> ConnectionRecord:
-        """A connection opened: the count of failed attempts starts again."""
+        """A connection opened (recorded; attempts count on until it is ``confirmed``)."""
         if self._count:
             self.reconnects += 1
         record = ConnectionRecord(self._count, self.clock())
         self._count += 1
-        self.attempts = 0
         self.history.append(record)
         return record
+
+    def confirmed(self) -> None:
+        """The connection works (a first message arrived): the count of failed attempts starts
+        again. A socket that opens and fails at once (a resume refused) does not reset it, so
+        the policy still gives up."""
+        self.attempts = 0
 
     def closed(self, code: int | None, reason: str = "", *, go_away: bool = False) -> tuple[str, str]:
         """The current connection ended: record it; returns ``classify``'s verdict."""

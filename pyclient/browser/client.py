@@ -21,6 +21,7 @@ server's credit).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import time
@@ -88,6 +89,7 @@ DEFAULT_HEARTBEAT_S = 15.0  # pyclient.v1: ping after this much silence; no answ
 
 STATES = ("idle", "connecting", "open", "reconnecting", "closing", "closed", "error")
 MAX_REMEMBERED_RESULTS = 256  # tool outcomes kept to answer a resumed server's 'awaiting' again
+MAX_REMEMBERED_RESULT_BYTES = 4 * 1024 * 1024  # ... and their results' JSON in all
 RESUME_FAILED = 4410  # pyclient.v1: the server cannot resume the session
 
 TokenProvider = Callable[[], "str | dict[str, str] | Awaitable[str | dict[str, str]]"]
@@ -248,6 +250,8 @@ class Client:
         self._dead_reason = ""
         self._liveness: asyncio.Task | None = None
         self._dead_pipe: asyncio.Task | None = None
+        self._link_heard = 0
+        self._closing = asyncio.Event()  # close() was called
         self._pings: set[asyncio.Task] = set()
         self.policy = ReconnectPolicy(max_attempts=reconnect_attempts, max_delay=reconnect_max_delay)
         self.resumes = 0
@@ -259,6 +263,9 @@ class Client:
         self._lost_at: float | None = None
         self._protocols: list[str] = []
         self._answered: dict[str, ToolOutcome] = {}  # call_id -> outcome sent (bounded)
+        self._answered_bytes: dict[str, int] = {}
+        self._answered_total = 0
+        self._forgotten: dict[str, None] = {}  # answered long ago: asked again, they never run again
         self.tool_results_resent = 0
         self.renderer = TokenRenderer(resolve_element(transcript))
         self.cards = ToolCards(resolve_element(tool_cards), max_tool_cards)
@@ -412,6 +419,8 @@ class Client:
         if self.heartbeat_s or self.idle_timeout_s:  # not a send the end waits for: its own task
             self._liveness = asyncio.ensure_future(self._watch_liveness())
         await self._send(lambda: opening, opening=True)
+        if self.conn.ready:
+            self._ready.set()
         return self
 
     async def _open_socket(self, url: str) -> None:
@@ -473,9 +482,7 @@ class Client:
             client={"transport": self.transport_name, "audio": {"mode": self.audio.mode if self.audio else None}},
         )
         opening = self.conn.opened(self.transport.protocol, config)
-        if self.conn.ready:
-            self._ready.set()
-        else:
+        if not self.conn.ready:
             self._spawn(self._watch_setup())
         return opening
 
@@ -517,6 +524,7 @@ class Client:
         if self.state in ("idle", "closed", "error"):
             return
         self.state = "closing"
+        self._closing.set()
         self.conn.close_requested(by_page=True)
         await self.mic.abort()
         if self.transport is not None:
@@ -694,7 +702,10 @@ class Client:
                 self.discarded_after_switch += 1
                 return
             self._inflight = n
-            now = time.monotonic()  # no FFI: for the throughput benchmark's messages per second
+            now = time.monotonic()
+            if self._link_heard != link:  # the first message on this socket: it works
+                self._link_heard = link
+                self.policy.confirmed()  # no FFI: for the throughput benchmark's messages per second
             if self._first_message_at is None:
                 self._first_message_at = now
             self._last_message_at = now
@@ -761,12 +772,16 @@ class Client:
                 self.duplicate_calls += 1  # the same id again while it runs or waits: one answer
                 return
             answered = self._answered.get(event.call_id)
+            if answered is None and event.call_id in self._forgotten:
+                message = "answered before a reconnect; the result is no longer kept"
+                error = {"type": "already_answered", "message": message}
+                answered = ToolOutcome(event.call_id, getattr(event, "name", None), ok=False, error=error)
             if answered is not None:
                 # Sent again by a resumed session (the turn a lost connection cut short): it
                 # never runs twice; the server gets the same answer again.
                 self.duplicate_calls += 1
                 self.tool_results_resent += 1
-                self._spawn(self._send(lambda: self.codec.tool_result(answered)))
+                self._spawn(self._send_quietly(lambda: self.codec.tool_result(answered)))
                 return
             self.tool_calls += 1
             request = None
@@ -784,6 +799,27 @@ class Client:
             task = asyncio.ensure_future(self._run_tool(event, request))
             self._tool_tasks[event.call_id] = task
             task.add_done_callback(lambda _t, call_id=event.call_id: self._tool_done(call_id))
+
+    def _remember_answer(self, outcome: ToolOutcome) -> None:
+        """Keep an answer to give again if a resumed server asks (bounded in count and bytes:
+        past them the oldest go; a call asked again after that gets a structured error)."""
+        payload = outcome.result if outcome.ok else outcome.error
+        try:
+            size = len(json.dumps(payload, default=str))
+        except (TypeError, ValueError, RecursionError):
+            size = MAX_REMEMBERED_RESULT_BYTES
+        self._answered[outcome.call_id] = outcome
+        self._answered_bytes[outcome.call_id] = size
+        self._answered_total += size
+        while self._answered and (
+            len(self._answered) > MAX_REMEMBERED_RESULTS or self._answered_total > MAX_REMEMBERED_RESULT_BYTES
+        ):
+            oldest = next(iter(self._answered))
+            del self._answered[oldest]
+            self._answered_total -= self._answered_bytes.pop(oldest)
+            self._forgotten[oldest] = None
+            while len(self._forgotten) > MAX_REMEMBERED_RESULTS * 4:
+                del self._forgotten[next(iter(self._forgotten))]
 
     def _tool_done(self, call_id: str) -> None:
         self._tool_tasks.pop(call_id, None)
@@ -843,9 +879,7 @@ class Client:
             self.tool_over_timeout += 1
         payload = outcome.result if outcome.ok else outcome.error
         self.cards.finished(outcome, payload)
-        self._answered[outcome.call_id] = outcome  # a resumed server may ask for it again
-        if len(self._answered) > MAX_REMEMBERED_RESULTS:
-            del self._answered[next(iter(self._answered))]
+        self._remember_answer(outcome)
         try:
             if await self._send(lambda: self.codec.tool_result(outcome)):
                 self.tool_results_sent += 1
@@ -919,7 +953,7 @@ class Client:
             outcome = self._answered.get(call_id) if isinstance(call_id, str) else None
             if outcome is not None:
                 self.tool_results_resent += 1
-                self._spawn(self._send(lambda outcome=outcome: self.codec.tool_result(outcome)))
+                self._spawn(self._send_quietly(lambda outcome=outcome: self.codec.tool_result(outcome)))
 
     async def _on_interrupted(self, event: Interrupted) -> None:
         self.interruptions += 1
@@ -1043,6 +1077,7 @@ class Client:
                 error = pipe.result()
                 code, reason = await self.transport.closed
             else:  # half-open: no close will come; the old pipe ends on its own (its messages are ignored)
+                self._link_no += 1  # from now on: its late messages must not move the resume point
                 self._dead_pipe = pipe
                 self.transport.abandon(self._dead_reason)
                 for task in list(self._pings):
@@ -1091,7 +1126,8 @@ class Client:
                 self._gave_up = (code, f"connection lost ({'code ' + str(code) if code else 'no code'}); {why}")
                 return False
             self._notify(Reconnecting(self.policy.attempts, round(delay, 3), code, reason))
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):  # close() ends the wait at once
+                await asyncio.wait_for(self._closing.wait(), delay)
             if self.state != "reconnecting":
                 self._gave_up = (1000, "client closed while reconnecting")  # the page closed it meanwhile
                 return False
@@ -1104,11 +1140,15 @@ class Client:
                 if resume_url is None:
                     raise TransportError("the session can no longer be resumed")
                 self._dispose_when_piped(self.transport)
-                await self._open_socket(resume_url)
+                await asyncio.wait_for(self._open_socket(resume_url), self._options["setup_timeout"])
             except Exception as exc:
-                code, reason = None, f"could not open: {exc}"
+                code, reason = None, f"could not open: {exc or type(exc).__name__}"
                 self.policy.closed(code, reason)
                 continue
+            if self.state != "reconnecting":  # the page closed the client while the socket opened
+                self.transport.close(1000, "client closed")
+                self._gave_up = (1000, "client closed while reconnecting")
+                return False
             break
         self.conn = Connection(self.codec, credit=self._credit, credit_window=self._options["credit_window"])
         self._go_away = self._switching = False
@@ -1122,8 +1162,13 @@ class Client:
         return True
 
     async def _send_opening(self, opening: list[Message]) -> None:
+        """The protocol's opening messages first; only then may waiting sends go (a result
+        finished during the gap must not precede OpenAI's replay and session.update, nor a
+        numbered frame go before pyclient.v1's hello)."""
         try:
             await self._send(lambda: opening, opening=True)
+            if self.conn.ready:
+                self._ready.set()
         except PyclientError as exc:
             self._remember(self.internal_errors, f"opening messages not sent: {exc}")
 

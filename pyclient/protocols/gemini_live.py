@@ -243,7 +243,7 @@ class GeminiLiveCodec(Codec):
         self._goaway_ms: int | None = None
         self._latest_handle: str | None = None
         self._resumable: bool | None = None
-        self._in_turn = False  # model content arrived since the last turnComplete
+        self._in_turn = False  # model content arrived since the latest resumable handle
 
     # ------------------------------------------------------------------ connecting
 
@@ -318,7 +318,8 @@ class GeminiLiveCodec(Codec):
 
     @property
     def at_turn_boundary(self) -> bool:
-        """No model turn is in progress: switching connections now loses nothing."""
+        """Nothing arrived since the latest resumable handle (a turn's ``turnComplete`` is not
+        enough: the handle after it is the resume point): switching now loses nothing."""
         return not self._in_turn
 
     def link_lost(self) -> None:
@@ -447,7 +448,6 @@ class GeminiLiveCodec(Codec):
                 self._item_samples = 0
             self._turns += 1
             self._text_source = None
-            self._in_turn = False
             fields: dict[str, Any] = {"turn": self._turns}
             for key in ("turnCompleteReason", "waitingForInput"):
                 if key in content:
@@ -577,6 +577,7 @@ class GeminiLiveCodec(Codec):
         self._resumable = resumable
         if resumable and handle:
             self._latest_handle = handle
+            self._in_turn = False  # a resumed session goes on from here: nothing since is at stake
         return [ResumptionUpdate(handle, resumable)]
 
     # ------------------------------------------------------------------ sending

@@ -69,9 +69,11 @@ def test_gemini_resumes_with_the_latest_handle_and_marks_there() -> None:
     events = c.decode(ev({"serverContent": {"modelTurn": {"parts": [{"text": "hi"}]}}}))
     assert events == [TextDelta("hi")] and not c.at_turn_boundary
     c.decode(ev({"serverContent": {"turnComplete": True}}))
-    assert c.at_turn_boundary and c.resume_url("wss://g") is None  # a turn completed, no handle yet
+    # A turn completed but no handle yet: the resume point is the handle, not turnComplete
+    assert not c.at_turn_boundary and c.resume_url("wss://g") is None
     update = c.decode(ev({"sessionResumptionUpdate": {"newHandle": "h-1", "resumable": True}}))
     assert c.is_resume_point(update[0]) and not c.is_resume_point(ResumptionUpdate(None, False))
+    assert c.at_turn_boundary
     assert c.resume_url("wss://g") == "wss://g"
     setup = json.loads(c.start(SessionConfig(), "")[0])["setup"]
     assert setup["sessionResumption"] == {"handle": "h-1"}

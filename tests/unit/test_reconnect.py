@@ -51,15 +51,17 @@ def test_full_jitter_within_the_exponential_ceiling_and_the_cap() -> None:
     assert p.next_delay() is None  # max_attempts failed attempts in a row: give up
 
 
-def test_a_connection_that_opens_resets_the_attempts_and_counts_a_reconnect() -> None:
+def test_a_connection_that_works_resets_the_attempts_and_counts_a_reconnect() -> None:
     t = [100.0]
     p = ReconnectPolicy(max_attempts=2, clock=lambda: t[0])
     p.opened()
     t[0] = 101.0
     p.closed(1006)
     assert p.next_delay() is not None and p.next_delay() is not None and p.next_delay() is None
-    p.opened()
-    assert p.attempts == 0 and p.reconnects == 1 and p.next_delay() is not None
+    p.opened()  # opened, but not yet known to work: a resume refused at once still counts
+    assert p.attempts == 2 and p.reconnects == 1 and p.next_delay() is None
+    p.confirmed()  # its first message arrived
+    assert p.attempts == 0 and p.next_delay() is not None
     s = p.stats()
     assert s["reconnects"] == 1
     assert s["connections"][0] == {
