@@ -251,6 +251,7 @@ class Client:
         self._liveness: asyncio.Task | None = None
         self._dead_pipe: asyncio.Task | None = None
         self._link_heard = 0
+        self._opening_sent = False
         self._closing = asyncio.Event()  # close() was called
         self._pings: set[asyncio.Task] = set()
         self.policy = ReconnectPolicy(max_attempts=reconnect_attempts, max_delay=reconnect_max_delay)
@@ -419,6 +420,7 @@ class Client:
         if self.heartbeat_s or self.idle_timeout_s:  # not a send the end waits for: its own task
             self._liveness = asyncio.ensure_future(self._watch_liveness())
         await self._send(lambda: opening, opening=True)
+        self._opening_sent = True
         if self.conn.ready:
             self._ready.set()
         return self
@@ -461,6 +463,7 @@ class Client:
     def _start_pipe(self) -> list[Message]:
         """Pipe the socket through the demux; returns the protocol's opening messages."""
         self._link_no += 1
+        self._opening_sent = False  # other sends wait for the opening messages to go first
         self._link_opened_at = time.monotonic()
         self._ping_at = None
         self._dead.clear()
@@ -713,7 +716,7 @@ class Client:
             if self.transport_name == WEBSOCKET and hasattr(self.codec, "forgive"):
                 self.codec.forgive(self.transport.queue.take_dropped_seqs())
             events = self.conn.receive(message, n)
-            if self.conn.ready and not self._ready.is_set():
+            if self.conn.ready and self._opening_sent and not self._ready.is_set():
                 self._ready.set()
             for event in events:
                 await self._dispatch(event)
@@ -1167,6 +1170,7 @@ class Client:
         numbered frame go before pyclient.v1's hello)."""
         try:
             await self._send(lambda: opening, opening=True)
+            self._opening_sent = True
             if self.conn.ready:
                 self._ready.set()
         except PyclientError as exc:

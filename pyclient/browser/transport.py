@@ -136,6 +136,7 @@ class WebSocketStreamTransport:
         if self.closed.done():
             raise TransportError("cannot send: the socket is closed")
         waiting = asyncio.ensure_future(_awaited(promise))
+        waiting.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved, even if abandoned
         await asyncio.wait({waiting, self.closed}, return_when=asyncio.FIRST_COMPLETED)
         if not waiting.done():
             raise TransportError("cannot send: the socket closed (or was given up) while sending")
