@@ -339,6 +339,8 @@ class EmulatedSession(Session):
         self._mic_last = 0.0
         self.client_types = Counter()
         self.skip_turns = 0  # a resumed session: turns its earlier connections delivered
+        self.turns = 0  # turns ended in this session (across its connections)
+        self.turn_call_count = 0  # tool calls in the current turn (stable call ids)
         self.client_close_reason: str | None = None
         self.carried: dict[str, bool | None] = {}  # calls answered on those connections
         self.turns_skipped = 0
@@ -604,8 +606,10 @@ class EmulatedSession(Session):
             self.stats.restored_from = issuer
 
     def skipped_turn(self) -> None:
-        """An ``end_of_turn`` step while skipping."""
+        """An ``end_of_turn`` step while skipping: the turn counts (handles, call ids go on)."""
         self.turns_skipped += 1
+        self.turns += 1
+        self.turn_call_count = 0
 
     async def sleep(self, seconds: float) -> None:
         if not self.skipping:

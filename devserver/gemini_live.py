@@ -188,8 +188,6 @@ class GeminiLiveSession(EmulatedSession):
         self.cancelled: OrderedDict[str, bool] = OrderedDict()
         self.cancel_done = False
         self.vads: dict[int, EnergyVad] = {}
-        self.turns = 0
-        self.turn_call_count = 0
         self.session_root = self.stats.id  # the first connection of the session (resumes keep it)
         self.rec.update(
             {
@@ -374,8 +372,6 @@ class GeminiLiveSession(EmulatedSession):
         if self.skipping:  # a turn an earlier connection of the session delivered
             if type == "end_of_turn":
                 self.skipped_turn()
-                self.turns += 1
-                self.turn_call_count = 0
             return
         if type == "end_of_turn":
             await self._end_turn()

@@ -239,8 +239,6 @@ class OpenAIRealtimeSession(EmulatedSession):
         self.user_item: str | None = None  # the user turn the VAD is in
         self.buffered = 0  # input audio samples since the last commit/clear
         self.session_updates = 0
-        self.turns = 0
-        self.turn_call_count = 0
         self.message_items = 0
         self.session_root = self.stats.id  # the conversation's first session (new sessions keep it)
         # (session, turns, root, foreign) of the conversation a replay continues
@@ -793,8 +791,6 @@ class OpenAIRealtimeSession(EmulatedSession):
         if self.skipping:  # a turn an earlier session of the conversation delivered
             if type == "end_of_turn":
                 self.skipped_turn()
-                self.turns += 1
-                self.turn_call_count = 0
             return
         if type == "end_of_turn":
             async with self.lock:

@@ -104,30 +104,6 @@ def test_reconnect_off_keeps_a_drop_an_error(demo: Demo) -> None:
 GEMINI = {"protocol": "gemini-live", "hangup": 0.5}
 
 
-def gemini_session(demo: Demo) -> list[dict]:
-    """The server's records of this page's Gemini session: every connection, oldest first."""
-    conns = [c for c in demo.server.stats()["connections"] if c.get("protocol") == "gemini-live"]
-    last = demo.server.wait_closed(conns[-1]["id"])
-    ids = [*last["resumed_connections"], last["id"]]
-    return [demo.server.stats(i) for i in ids[:-1]] + [last]
-
-
-def assert_gemini_session_whole(demo: Demo, s: dict, turns: int) -> dict:
-    assert s["state"] == "closed" and s["error"] is None, (s["error"], s["connections"])
-    conns = gemini_session(demo)
-    last = conns[-1]
-    assert len(conns) == s["reconnects"] + 1 >= 2, [c["id"] for c in conns]
-    for c in conns:
-        assert c["errors"] == [] or all("dropped on purpose" in e for e in c["errors"]), c["errors"]
-    text = demo.transcript()
-    assert hashlib.sha256(text.encode()).hexdigest() == last["text_sha256"], "a token lost or repeated"
-    assert last["tool_calls_sent"] == turns == last["tool_results_as_expected"], last
-    assert s["tools"]["executed"] == turns, s["tools"]  # no tool ran twice
-    assert all(0 <= g < RECONNECT_WITHIN_S for g in gaps(s)), gaps(s)
-    assert s["malformed"] == 0
-    return last
-
-
 def test_gemini_go_away_switches_connections_at_a_turn_boundary(demo: Demo) -> None:
     # Each connection lives 1.5 s with goAway 0.7 s before its end: the client finishes the
     # turn, closes, and resumes with the latest handle on a new connection (never while the old
@@ -135,7 +111,7 @@ def test_gemini_go_away_switches_connections_at_a_turn_boundary(demo: Demo) -> N
     chat = {"scenario": "chat", "turns": 4, "tokens": 60, "burst": 0.3, "pause": 0.2}
     demo.open(**GEMINI, **chat, lifetime_s=1.5, goaway_s=0.7)
     s = demo.wait_ended()
-    last = assert_gemini_session_whole(demo, s, turns=4)
+    last = assert_whole(demo, s, "gemini-live", turns=4)
     assert s["session"]["goaways"] >= 1 and last["emulation"]["resumed_from"] is not None
     assert all(c["code"] == 1000 or c["code"] is None for c in s["connections"]), s["connections"]
     assert s["rolled_back"]["turns"] == 0, "switched between turns: nothing to take back"
@@ -149,7 +125,7 @@ def test_gemini_drop_mid_turn_resumes_from_the_last_handle(demo: Demo) -> None:
     chat = {"scenario": "chat", "turns": 3, "tokens": 80, "burst": 0.3, "pause": 0.1}
     demo.open(**GEMINI, **chat, drop_after=100, drops=2)
     s = demo.wait_ended()
-    assert_gemini_session_whole(demo, s, turns=3)
+    assert_whole(demo, s, "gemini-live", turns=3)
     assert s["reconnects"] == 2 and s["rolled_back"]["turns"] >= 1, (s["reconnects"], s["rolled_back"])
     demo.watch.forgive_socket_error("drop_after=")
     demo.watch.assert_clean()
@@ -158,7 +134,7 @@ def test_gemini_drop_mid_turn_resumes_from_the_last_handle(demo: Demo) -> None:
 def test_gemini_voice_survives_go_away_with_every_sample_played(demo: Demo) -> None:
     demo.open(**GEMINI, scenario="voice", seconds=0.8, items=3, lifetime_s=1.6, goaway_s=0.8)
     s = demo.wait_ended()
-    last = assert_gemini_session_whole(demo, s, turns=1)
+    last = assert_whole(demo, s, "gemini-live", turns=1)
     a = demo.wait_for(f"s.audio.samples_played >= {last['audio_samples_sent']}")["audio"]
     assert a["samples_played"] == last["audio_samples_sent"] and a["checksum"] == last["audio_checksum"]
     demo.watch.assert_clean()
