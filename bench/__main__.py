@@ -9,6 +9,7 @@ PROGRAMS = {
     "backpressure": "bench.backpressure",
     "bargein": "bench.bargein",
     "load": "bench.load",
+    "reconnect": "bench.reconnect",
     "fuzz": "bench.fuzz",
     "screenshot": "bench.screenshot",
     "soak": "bench.soak",

@@ -85,6 +85,7 @@ MAX_PENDING_CUTS = 4  # barge-in reports in flight; more interruptions wait (sta
 DEFAULT_DRAIN_TIMEOUT_S = 30.0  # after 'done': time to send what we still owe before closing
 DEFAULT_SETUP_TIMEOUT_S = 30.0  # Gemini: time for the server to accept the set-up
 TOOL_EXPIRY_CHECK_S = 1.0
+CLOSE_LOCK_WAIT_S = 1.0  # a close waits this long at most for a send in progress to finish
 DEFAULT_HEARTBEAT_S = 15.0  # pyclient.v1: ping after this much silence; no answer this long: dead
 
 STATES = ("idle", "connecting", "open", "reconnecting", "closing", "closed", "error")
@@ -530,8 +531,7 @@ class Client:
         self._closing.set()
         self.conn.close_requested(by_page=True)
         await self.mic.abort()
-        if self.transport is not None:
-            self.transport.close(code, reason)
+        await self._close_socket(code, reason)
         if self.audio is not None:
             await self.audio.close()
         if self._unlock is not None:
@@ -1002,8 +1002,7 @@ class Client:
         except TimeoutError:
             self._unsent = self._owed_summary()
         self.conn.close_requested(by_page=False)
-        if self.transport is not None:
-            self.transport.close(1000, "done")
+        await self._close_socket(1000, "done")
 
     async def _send_owed(self) -> None:
         if self.mic.active:
@@ -1199,7 +1198,24 @@ class Client:
         if self._switching or self.state != "open" or self.transport is None:
             return
         self._switching = True
-        self.transport.close(1000, self.codec.switch_reason)
+        self._spawn(self._close_socket(1000, self.codec.switch_reason))
+
+    async def _close_socket(self, code: int, reason: str) -> None:
+        """Close the socket between two sends, never during one: a credit grant or a result
+        written while the closing handshake starts crashed Chromium's renderer (WebSocketStream).
+        A send stuck on backpressure does not hold the close for more than a second."""
+        transport = self.transport
+        if transport is None:
+            return
+        try:
+            await asyncio.wait_for(self._send_lock.acquire(), CLOSE_LOCK_WAIT_S)
+        except TimeoutError:
+            transport.close(code, reason)
+            return
+        try:
+            transport.close(code, reason)
+        finally:
+            self._send_lock.release()
 
     def _dispose_when_piped(self, transport: Any) -> None:
         """Free a lost socket's callbacks once its pipe no longer calls them (a socket given up
