@@ -207,6 +207,18 @@ class EmulationContext:
     provider_keys: Mapping[str, frozenset[str]] | None = None
     handles: HandleStore = field(default_factory=HandleStore)
     linger_s: float = LINGER_S
+    # session root -> its latest connection (what a new connection of the session reads of
+    # the one before: how did it end?), bounded
+    latest: OrderedDict[int, ConnectionStats] = field(default_factory=OrderedDict)
+
+    def latest_of(self, root: int, stats: ConnectionStats) -> ConnectionStats | None:
+        """The session's connection before this one (None: unknown, such as one of a server
+        before a restart); ``stats``' connection becomes the session's latest."""
+        before = self.latest.pop(root, None)
+        self.latest[root] = stats
+        while len(self.latest) > MAX_ITEMS:
+            self.latest.popitem(last=False)
+        return before
 
     def key_ok(self, provider: str, key: str, shape: Callable[[str], bool]) -> bool:
         if self.provider_keys is None:
@@ -678,6 +690,8 @@ class EmulatedSession(Session):
                 await self._reading.wait()
                 msg = await self.ws.receive()
                 if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                    if msg.type == WSMsgType.CLOSE:
+                        self.rec["client_closed"] = True
                     if msg.type == WSMsgType.CLOSE and isinstance(msg.extra, str):
                         self.client_close_reason = msg.extra[:CLOSE_REASON_BYTES]
                     break

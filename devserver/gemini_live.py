@@ -40,6 +40,10 @@ for it is an error. With ``setup.sessionResumption`` the server sends ``sessionR
 (not resumable after a tool call, a new handle after each turn). ``lifetime_s`` (600):
 ``goAway {timeLeft}`` ``goaway_s`` (60, at most half the lifetime) before the end, then close 1011.
 ``binary=1`` sends every message in binary frames (as the real service does to browsers).
+``asked=1``: each model turn answers a user turn (``clientContent`` with ``turnComplete``, or
+``realtimeInput.text``) sent on its connection and waits for one; a session resumed from a handle
+therefore regenerates a turn the loss cut short only when the client sends the user turn again,
+as the real service (otherwise scripted turns start on their own, as server-initiated ones).
 
 The microphone: ``realtimeInput.audio`` ``audio/pcm;rate=16000`` (another rate is an error, the
 audio still counted), ``audioStreamEnd`` ends it; louder than ``vad_threshold`` RMS for 60 ms
@@ -85,6 +89,7 @@ CLOSE_POLICY = 1008  # PERMISSION_DENIED / UNAUTHENTICATED
 CLOSE_UNAVAILABLE = 1011
 LIFETIME_S = 600.0
 GOAWAY_S = 60.0
+ASK_WAIT_S = 60.0  # asked=1: how long a model turn waits for the user's turn
 MAX_FUTURE_S = 20 * 3600  # token times must be less than 20 hours ahead
 DEADLINE_REASON = "Deadline expired before operation could complete."
 NOT_VALID_KEY = "API key not valid. Please pass a valid API key."
@@ -189,6 +194,8 @@ class GeminiLiveSession(EmulatedSession):
         self.cancel_done = False
         self.vads: dict[int, EnergyVad] = {}
         self.session_root = self.stats.id  # the first connection of the session (resumes keep it)
+        self.asks = 0  # user turns received on this connection (asked=1)
+        self.asks_answered = 0
         self.rec.update(
             {
                 "setup": None,
@@ -201,6 +208,9 @@ class GeminiLiveSession(EmulatedSession):
                 "results_for_cancelled": 0,
                 "audio_stream_end": 0,
                 "client_contents": 0,
+                "user_turns": 0,
+                "turns_waited_for_user": 0,
+                "waiting_for_user": False,
                 "media_chunks": 0,
             }
         )
@@ -210,6 +220,9 @@ class GeminiLiveSession(EmulatedSession):
         self.lifetime_s = p.num("lifetime_s", LIFETIME_S, 0.1, 24 * 3600.0)
         self.goaway_s = p.num("goaway_s", min(GOAWAY_S, self.lifetime_s / 2), 0.0, self.lifetime_s)
         self.cancel_tool = bool(p.num("cancel_tool", 0, 0, 1, int))
+        # asked=1: every model turn answers a user turn (clientContent with turnComplete, or
+        # realtimeInput.text) the client sent on this connection; without one it waits
+        self.asked = bool(p.num("asked", 0, 0, 1, int))
         self.cancel_ms = p.num("cancel_ms", 0.0, 0.0, 60_000.0)
 
     # ------------------------------------------------------------------ connecting
@@ -264,15 +277,28 @@ class GeminiLiveSession(EmulatedSession):
 
     # ------------------------------------------------------------------ steps
 
-    def _in_turn(self) -> bool:
+    async def _in_turn(self) -> bool:
         if self.dropping:
             return False
+        if not self.turn_open and self.asked:
+            # A model turn answers the user: it waits for a user turn this connection has not
+            # answered (a session resumed from a handle holds only what came before the handle:
+            # a turn the loss cut short comes again only if the client asks again).
+            self.rec["waiting_for_user"] = True
+            asked = await self.wait_until(lambda: self.asks > self.asks_answered, ASK_WAIT_S)
+            self.rec["waiting_for_user"] = False
+            if not asked:
+                if self.closed.is_set():
+                    return False
+                self.client_error(f"turn {self.turns + 1} began without a user turn after {ASK_WAIT_S:g} s (asked=1)")
+            self.rec["turns_waited_for_user"] += 1
+            self.asks_answered += 1
         self.turn_open = True
         return True
 
     async def render_text(self, data: str | bytes) -> bool:
         raw, chunk = self.take_text(data)
-        if not self._in_turn():
+        if not await self._in_turn():
             return False
         async with self.lock:
             if self.dropping:
@@ -288,7 +314,7 @@ class GeminiLiveSession(EmulatedSession):
         return True
 
     async def render_audio(self, pcm: bytes, sample_rate: int, item_id: int, final: bool) -> bool:
-        if not self._in_turn():
+        if not await self._in_turn():
             return False
         async with self.lock:
             if self.dropping:
@@ -307,7 +333,7 @@ class GeminiLiveSession(EmulatedSession):
         return await self._tool_call(name, arguments, expect)
 
     async def _tool_call(self, name: str, args: Any, expect: Any = None) -> str | None:
-        if not self._in_turn():
+        if not await self._in_turn():
             return None
         if self.cancel_tool and not self.cancel_done:
             await self._cancelled_call()
@@ -529,6 +555,7 @@ class GeminiLiveSession(EmulatedSession):
             self._mic_end.set()
         if isinstance(value.get("text"), str):
             self.remember("user_texts", summarise(value["text"]))
+            self._user_turn()
 
     async def _mic(self, blob: Any) -> None:
         if not isinstance(blob, dict) or not isinstance(blob.get("data"), str):
@@ -598,6 +625,12 @@ class GeminiLiveSession(EmulatedSession):
             raise self._fail("clientContent is not an object", "Invalid value at 'client_content'.")
         self.rec["client_contents"] += 1
         self.remember("client_content", summarise(value))
+        if value.get("turnComplete") is True:
+            self._user_turn()
+
+    def _user_turn(self) -> None:
+        self.asks += 1
+        self.rec["user_turns"] += 1
 
     async def _on_second_setup(self, value: Any) -> None:
         raise self._fail("setup sent twice", "setup must be the first message and only the first")

@@ -234,6 +234,7 @@ class OpenAIRealtimeSession(EmulatedSession):
         self.calls: OrderedDict[str, str] = OrderedDict()  # call_id -> response_id
         self.prev_calls: list[str] = []  # the calls of the last response that made some
         self.needs_create = False  # the next response waits for the client's response.create
+        self.create_for = "tools"  # ... after the outputs of its calls; "answer": see open_session
         self.queued_create: str | None = None  # a response.create not answered yet (its event_id or "")
         self.last_item: str | None = None  # previous_item_id
         self.user_item: str | None = None  # the user turn the VAD is in
@@ -257,6 +258,11 @@ class OpenAIRealtimeSession(EmulatedSession):
                 "truncates_bad": 0,
                 "user_texts": 0,
                 "replayed_assistant_items": 0,
+                "response_open": False,
+                "answers_asked_again": 0,
+                "answers_not_asked": 0,
+                "opening_items": 0,
+                "waiting_for_create": False,
             }
         )
 
@@ -322,6 +328,22 @@ class OpenAIRealtimeSession(EmulatedSession):
             issuer, turns, root, foreign = self.replayed_from
             self.session_root = root
             self.resume_from(issuer, turns, foreign)
+        before = self.ctx.latest_of(self.session_root, self.stats)
+        emu = (before.emulation or {}) if before is not None else {}
+        if emu.get("client_closed"):  # the client left between its responses (a renewal)
+            cut = False
+        elif emu.get("session_expired"):  # closed by the server: it knows what was in flight
+            cut = bool(emu.get("response_open"))
+        else:  # lost (dropped, the network) or unknown (a restart)
+            cut = True
+        if self.rec["opening_items"] and cut:
+            # A new session never speaks first: the answer a lost session was giving comes
+            # again when the client asks for it. Whether the client saw that answer begin is
+            # not known after a loss (what was in flight is lost; a restart forgets), so the
+            # first response waits for the client's request while it makes progress, then goes
+            # on without it (the scripted turn, as a server-initiated one).
+            self.needs_create = True
+            self.create_for = "answer"
 
     def _note_replayed(self, item_id: Any) -> None:
         """An assistant item replayed into this new session: if one of ours, the conversation
@@ -370,17 +392,23 @@ class OpenAIRealtimeSession(EmulatedSession):
         if self.response is not None:
             return True
         if self.needs_create:
+            self.rec["waiting_for_create"] = True
             got = await self.wait_progress(lambda: self.queued_create is not None)
-            if not got and not self.closed.is_set():
+            self.rec["waiting_for_create"] = False
+            if not got and not self.closed.is_set() and self.create_for == "tools":
                 self.client_error(
                     "no response.create after the function_call_output items of "
                     f"{len(self.prev_calls)} call(s): the next response started without it"
                 )
+            elif not got and self.create_for == "answer":
+                self.rec["answers_not_asked"] += 1
         async with self.lock:
             if self.response is not None:
                 return not self.dropping
             by_client = self.queued_create is not None
-            if by_client and self.needs_create:
+            if by_client and self.needs_create and self.create_for != "tools":
+                self.rec["answers_asked_again"] += 1
+            elif by_client and self.needs_create:
                 unanswered = [c for c in self.prev_calls if c in self._pending]
                 if unanswered:
                     self.client_error(
@@ -394,6 +422,7 @@ class OpenAIRealtimeSession(EmulatedSession):
             await self.emit(
                 {"type": "response.created", "event_id": self._id("event"), "response": self._response_object()}
             )
+            self.rec["response_open"] = True
         return True
 
     def _response_object(self, status: str = "in_progress", details: Any = None, usage: Any = None) -> dict:
@@ -548,6 +577,7 @@ class OpenAIRealtimeSession(EmulatedSession):
             }
         )
         self.rec["responses"] += 1
+        self.rec["response_open"] = False
         await self.emit(
             {
                 "type": "rate_limits.updated",
@@ -570,6 +600,7 @@ class OpenAIRealtimeSession(EmulatedSession):
                 self._pending.pop(call_id, None)
         elif resp.calls:
             self.needs_create = True
+            self.create_for = "tools"
             self.prev_calls = list(resp.calls)
 
     async def _cancel_response(self, reason: str) -> None:
@@ -961,6 +992,8 @@ class OpenAIRealtimeSession(EmulatedSession):
                 ok, result, error = True, output, None  # plain text output
             self.tool_result(call_id, ok, result, error)
         elif kind == "message":
+            if not self.session_updates:
+                self.rec["opening_items"] += 1  # a conversation replayed into this new session
             if item.get("role") == "assistant":
                 self._note_replayed(item.get("id"))
             else:

@@ -547,8 +547,9 @@ class Client:
         return await self._cut(None, "client")
 
     async def send_text(self, text: str) -> None:
-        """Typed user text (OpenAI: a user message and a response; Gemini: clientContent)."""
-        if self.state != "open":
+        """Typed user text (OpenAI: a user message and a response; Gemini: clientContent).
+        While the client reconnects, it waits for the next connection."""
+        if self.state not in ("open", "reconnecting"):
             raise UsageError(f"send_text() needs an open connection, not {self.state!r}")
         await self._send(lambda: self.codec.text(text))
 
@@ -716,7 +717,13 @@ class Client:
             if self.transport_name == WEBSOCKET and hasattr(self.codec, "forgive"):
                 self.codec.forgive(self.transport.queue.take_dropped_seqs())
             events = self.conn.receive(message, n)
-            if self.conn.ready and self._opening_sent and not self._ready.is_set():
+            # Set up now (Gemini's setupComplete): what the protocol sends at once (the user
+            # turns a resumed session needs again) goes before the sends that waited.
+            becomes_ready = self.conn.ready and self._opening_sent and not self._ready.is_set()
+            outgoing = self.conn.take_outgoing() if becomes_ready else []
+            if outgoing:
+                await self._send(lambda: outgoing, opening=True)
+            if becomes_ready:
                 self._ready.set()
             for event in events:
                 await self._dispatch(event)
@@ -1170,7 +1177,10 @@ class Client:
         try:
             await self._send(lambda: opening, opening=True)
             self._opening_sent = True
-            if self.conn.ready:
+            if self.conn.ready and not self._ready.is_set():
+                outgoing = self.conn.take_outgoing()  # set up while the opening went out
+                if outgoing:
+                    await self._send(lambda: outgoing, opening=True)
                 self._ready.set()
         except PyclientError as exc:
             self._remember(self.internal_errors, f"opening messages not sent: {exc}")

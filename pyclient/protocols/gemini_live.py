@@ -39,12 +39,24 @@ Rules this codec keeps (where the sources leave a choice):
   types); ``json_schema_parameters=True`` sends them unchanged as ``parametersJsonSchema`` instead.
 * ``cut`` sends nothing: Gemini truncates server-side. ``goAway`` and ``sessionResumptionUpdate``
   are kept in ``stats()`` (the latest resumable handle resumes the session on a new socket).
+* **A resumed session hears the user again.** A handle holds the session as it was when the
+  handle was made; a user turn (``text``) sent after it is not in it, and Gemini does not
+  regenerate a turn a lost connection cut short. The Gemini API refuses
+  ``sessionResumption.transparent`` (Vertex only: js-genai throws "transparent parameter is not
+  supported in Gemini API"), so the server never says which client messages a handle covers.
+  The codec keeps each user turn until a resumable handle arrives after a model turn began
+  after it (the server consumed it before that turn began); after any change of connection (a
+  loss or a ``goAway`` switch) the turns still kept are sent again, in order, right after
+  ``setupComplete`` (``take_outgoing``).
+  Bounded: ``MAX_KEPT_TURNS`` turns, ``MAX_KEPT_CHARS`` characters (the oldest go first,
+  counted). Microphone audio is not kept: it is live, and the microphone pauses during the gap.
 """
 
 from __future__ import annotations
 
 import binascii
 import re
+from collections import deque
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
@@ -96,6 +108,8 @@ DEFAULT_MODEL = "gemini-2.5-flash-native-audio-latest"  # js-genai sdk-samples/l
 INPUT_RATE = 16_000
 OUTPUT_RATE = 24_000  # when a mimeType names no rate
 DEFAULT_MAX_TRACKED = 256
+MAX_KEPT_TURNS = 32  # user turns kept to send again after a change of connection
+MAX_KEPT_CHARS = 256 * 1024
 MAX_SCHEMA_DEPTH = 32
 
 # Known top-level messages this client has no use for: counted in by_type, no event.
@@ -244,6 +258,14 @@ class GeminiLiveCodec(Codec):
         self._latest_handle: str | None = None
         self._resumable: bool | None = None
         self._in_turn = False  # model content arrived since the latest resumable handle
+        self._turn_began = False  # model content arrived since the last turnComplete
+        # User turns a resumed session may not hold: [message, answered by a turn in progress]
+        self._kept: deque[list[Any]] = deque()
+        self._kept_chars = 0
+        self._resend: list[str] = []  # to send again once the next connection is set up
+        self._outbox: list[str] = []
+        self._turns_resent = 0
+        self._turns_not_kept = 0
 
     # ------------------------------------------------------------------ connecting
 
@@ -323,14 +345,18 @@ class GeminiLiveCodec(Codec):
         return not self._in_turn
 
     def link_lost(self) -> None:
-        """The connection was lost: a turn in progress will be sent again from its start on the
-        next connection (Gemini resumes at the latest handle, a turn boundary): it is a new
-        audio item, and its text source is chosen afresh."""
+        """The connection was lost (or left after ``goAway``): the session goes on from the
+        latest handle, a turn boundary. A turn in progress is a new audio item on the next
+        connection, its text source chosen afresh; the user turns that handle may not hold go
+        again once the next connection is set up."""
         if self._in_turn or self._item_samples:
             self._item += 1
         self._item_samples = 0
         self._text_source = None
-        self._in_turn = False
+        self._in_turn = self._turn_began = False
+        for entry in self._kept:
+            entry[1] = False  # asked again: a turn on the next connection answers it
+        self._resend = [entry[0] for entry in self._kept]
 
     @property
     def resumption_handle(self) -> str | None:
@@ -410,12 +436,20 @@ class GeminiLiveCodec(Codec):
 
     def _on_setup_complete(self, value: Any) -> list[Event]:
         self._ready = True
+        if self._resend:
+            self._outbox += self._resend
+            self._turns_resent += len(self._resend)
+            self._resend = []
         return [SessionReady(value if isinstance(value, dict) else {})]
 
     def _on_server_content(self, content: dict[str, Any]) -> list[Event]:
         out: list[Event] = []
         if "modelTurn" in content or "outputTranscription" in content:
             self._in_turn = True
+            if not self._turn_began:  # a model turn begins: it answers every user turn sent so far
+                self._turn_began = True
+                for entry in self._kept:
+                    entry[1] = True
         turn = content.get("modelTurn")
         parts = turn.get("parts") if isinstance(turn, dict) else None
         for part in parts if isinstance(parts, list) else ():
@@ -448,6 +482,7 @@ class GeminiLiveCodec(Codec):
                 self._item_samples = 0
             self._turns += 1
             self._text_source = None
+            self._turn_began = False
             fields: dict[str, Any] = {"turn": self._turns}
             for key in ("turnCompleteReason", "waitingForInput"):
                 if key in content:
@@ -578,6 +613,10 @@ class GeminiLiveCodec(Codec):
         if resumable and handle:
             self._latest_handle = handle
             self._in_turn = False  # a resumed session goes on from here: nothing since is at stake
+            # A user turn a model turn began to answer was consumed before that turn began: a
+            # handle made since holds it.
+            while self._kept and self._kept[0][1]:
+                self._kept_chars -= len(self._kept.popleft()[0])
         return [ResumptionUpdate(handle, resumable)]
 
     # ------------------------------------------------------------------ sending
@@ -618,9 +657,24 @@ class GeminiLiveCodec(Codec):
         return []
 
     def text(self, text: str) -> list[Message]:
-        """A complete user turn of text (``clientContent``)."""
+        """A complete user turn of text (``clientContent``), kept until a resumable handle
+        holds its answer (see the module docstring)."""
         turn = {"role": "user", "parts": [{"text": text}]}
-        return [_message({"clientContent": {"turns": [turn], "turnComplete": True}})]
+        message = _message({"clientContent": {"turns": [turn], "turnComplete": True}})
+        if len(message) > MAX_KEPT_CHARS:  # larger than the whole bound: sent, never kept
+            self._turns_not_kept += 1
+            return [message]
+        self._kept.append([message, False])
+        self._kept_chars += len(message)
+        while len(self._kept) > MAX_KEPT_TURNS or self._kept_chars > MAX_KEPT_CHARS:
+            self._kept_chars -= len(self._kept.popleft()[0])
+            self._turns_not_kept += 1
+        return [message]
+
+    def take_outgoing(self) -> list[Message]:
+        """The user turns sent again after a change of connection, once it is set up."""
+        out, self._outbox = self._outbox, []
+        return list(out)
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -641,6 +695,9 @@ class GeminiLiveCodec(Codec):
             "goaway_time_left_ms": self._goaway_ms,
             "resumption_handle": self._latest_handle,
             "resumable": self._resumable,
+            "user_turns_kept": len(self._kept),
+            "user_turns_resent": self._turns_resent,
+            "user_turns_not_kept": self._turns_not_kept,
         }
 
 

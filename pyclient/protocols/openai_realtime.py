@@ -50,6 +50,12 @@ Rules this codec keeps (where the sources leave a choice):
   Because such sends happen while *receiving* (at ``response.done``), the codec queues them:
   **the connection core must call ``take_outgoing()`` after every ``decode()``** and send what it
   returns.
+* **A new session after a lost one** (no resume exists) gets the conversation as text items
+  (user ``input_text``, assistant ``output_text``: audio items came back empty for peers), then
+  ``session.update``; if the lost session was answering or had been asked to (and there is a
+  conversation to replay), one ``response.create`` follows (a new session never speaks on its
+  own, and the answer the loss cut short is owed). The function calls of completed responses
+  are not replayed.
 * **Barge-in.** ``input_audio_buffer.speech_started`` is ``Interrupted(None, "speech_started")``.
   ``cut(positions)`` sends, for the items that were actually cut (fewer samples played than
   received, known items only, each at most once), one ``response.cancel`` if the response of a
@@ -256,6 +262,8 @@ class OpenAIRealtimeCodec(Codec):
         self._history_chars = 0
         self._replies: dict[str, list[str]] = {}  # response_id -> [first message item id, text...]
         self.replayed_items = 0
+        self.responses_asked_again = 0  # response.create after a replay: the loss cut a response
+        self._answer_again = False
 
         self._by_type = _Counter()
         self._events = 0
@@ -334,7 +342,15 @@ class OpenAIRealtimeCodec(Codec):
         # items (audio items came back empty for peers), then the session's configuration.
         replay = [_message({"type": "conversation.item.create", "item": item}) for item in self._replay_items()]
         self.replayed_items += len(replay)
-        return [*replay, _message({"type": "session.update", "session": session})]
+        out = [*replay, _message({"type": "session.update", "session": session})]
+        ask_again, self._answer_again = self._answer_again and bool(replay), False
+        if ask_again:
+            # The lost session was answering (or was asked to): a new session never speaks on
+            # its own, so ask it for the answer the loss cut short (with no conversation to
+            # replay there is nothing it could answer).
+            self.responses_asked_again += 1
+            out += self._request_response()
+        return out
 
     def _replay_items(self) -> list[dict[str, Any]]:
         items = []
@@ -374,7 +390,9 @@ class OpenAIRealtimeCodec(Codec):
 
     def link_lost(self) -> None:
         """The session is gone: what the server tracked of it (responses in flight, open calls,
-        the one-response rule) starts afresh with the next session; the conversation stays."""
+        the one-response rule) starts afresh with the next session; the conversation stays. A
+        response in flight or asked for is asked for again in the next session (``start``)."""
+        self._answer_again = bool(self._active) or self._create_event_id is not None or self._want_create
         self._active.clear()
         self._replies.clear()
         self._calls.clear()
@@ -923,6 +941,7 @@ class OpenAIRealtimeCodec(Codec):
             "responses_in_flight": len(self._active) + (self._create_event_id is not None),
             "response_create_sent": self._response_create_sent,
             "response_create_failed": self._response_create_failed,
+            "responses_asked_again": self.responses_asked_again,
             "response_create_waiting": self._want_create,
             "cancels_sent": self._cancels_sent,
             "truncates_sent": self._truncates_sent,

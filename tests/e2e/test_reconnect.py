@@ -118,15 +118,32 @@ def test_gemini_go_away_switches_connections_at_a_turn_boundary(demo: Demo) -> N
     demo.watch.assert_clean()
 
 
+def ask(demo: Demo, turns: int) -> None:
+    """Type a question for each turn, the next once the model's answer ended (as a user)."""
+    demo.wait_for("s.state === 'open'")
+    for turn in range(turns):
+        demo.wait_for(f"s.server.turns >= {turn}")
+        demo.page.fill("#say", f"question {turn + 1}")
+        demo.page.click("#send")
+        demo.wait_for("document.getElementById('say').value === ''")  # sent (or waiting for the next socket)
+
+
 def test_gemini_drop_mid_turn_resumes_from_the_last_handle(demo: Demo) -> None:
-    # The socket dies mid-turn: the session resumes at the last handle (a turn boundary) and
-    # the server sends the cut turn again; the client took it back from the transcript first,
-    # and answers its tool call again without running it.
+    # As the service (asked=1): each model turn answers a typed question. The socket dies
+    # mid-turn; the session resumes at the last handle, which does not hold the question that
+    # turn answered, so the turn comes again only because the client sends the question again.
+    # The client took the cut turn back from the transcript first, and answers its tool call
+    # again without running it.
     chat = {"scenario": "chat", "turns": 3, "tokens": 80, "burst": 0.3, "pause": 0.1}
-    demo.open(**GEMINI, **chat, drop_after=100, drops=2)
+    demo.open(**GEMINI, **chat, asked=1, drop_after=100, drops=2)
+    ask(demo, 3)
     s = demo.wait_ended()
-    assert_whole(demo, s, "gemini-live", turns=3)
+    last = assert_whole(demo, s, "gemini-live", turns=3)
     assert s["reconnects"] == 2 and s["rolled_back"]["turns"] >= 1, (s["reconnects"], s["rolled_back"])
+    conns = provider_session(demo, "gemini-live")
+    # Every turn answered a question the connection it ran on received; 3 asked, the cut ones again.
+    assert sum(c["emulation"]["user_turns"] for c in conns) == 3 + s["wire"]["user_turns_resent"]
+    assert s["wire"]["user_turns_resent"] >= 1 and last["emulation"]["turns_waited_for_user"] >= 1
     demo.watch.forgive_socket_error("drop_after=")
     demo.watch.assert_clean()
 
@@ -170,12 +187,18 @@ def assert_whole(demo: Demo, s: dict, protocol: str, turns: int) -> dict:
 
 def test_openai_drop_opens_a_new_session_with_the_conversation_replayed(demo: Demo) -> None:
     # No resume exists: the client opens a new session and replays the conversation as text
-    # items; the emulation goes on after the turns they close. The cut turn is taken back first.
+    # items; the emulation goes on after the turns they close. The cut turn is taken back first
+    # and asked for again.
     chat = {"scenario": "chat", "turns": 3, "tokens": 80, "burst": 0.3, "pause": 0.1}
     demo.open(**OPENAI, **chat, drop_after=150, drops=2)
     s = demo.wait_ended()
     last = assert_whole(demo, s, "openai-realtime", turns=3)
     assert s["reconnects"] == 2 and last["emulation"]["replayed_assistant_items"] >= 1
+    # A new session never speaks first: the answer the loss cut short came because the client
+    # asked for it (response.create after the replay), and every such request was used.
+    conns = provider_session(demo, "openai-realtime")
+    asked_again = sum(c["emulation"]["answers_asked_again"] for c in conns)
+    assert asked_again == s["wire"]["responses_asked_again"] >= 1, [c["emulation"] for c in conns[1:]]
     demo.watch.forgive_socket_error("drop_after=")
     demo.watch.assert_clean()
 

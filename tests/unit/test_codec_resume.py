@@ -36,7 +36,9 @@ def test_openai_replays_the_conversation_as_text_before_the_session_update() -> 
     c.link_lost()
     assert c.at_turn_boundary
     out = [json.loads(m) for m in c.start(SessionConfig(), "realtime")]
-    assert [m["type"] for m in out] == ["conversation.item.create"] * 2 + ["session.update"]
+    # r2 was cut short: the new session is asked for the answer after its configuration
+    assert [m["type"] for m in out] == ["conversation.item.create"] * 2 + ["session.update", "response.create"]
+    assert c.responses_asked_again == 1 and c.stats()["responses_asked_again"] == 1
     user, assistant = out[0]["item"], out[1]["item"]
     assert user["role"] == "user" and user["content"] == [{"type": "input_text", "text": "hello there"}]
     assert assistant == {
@@ -79,3 +81,76 @@ def test_gemini_resumes_with_the_latest_handle_and_marks_there() -> None:
     assert setup["sessionResumption"] == {"handle": "h-1"}
     assert c.ended_by_limit(1011, "Deadline expired before operation could complete.")
     assert not c.ended_by_limit(1011, "Internal error")
+
+
+def test_openai_asks_again_only_for_an_answer_the_loss_cut_short() -> None:
+    c = OpenAIRealtimeCodec(audio_output=False)
+    c.start(SessionConfig(), "realtime")
+    for message in response("r1", "i1", "whole answer"):
+        c.decode(message)
+    c.link_lost()  # between responses (a renewal): nothing owed
+    assert [json.loads(m)["type"] for m in c.start(SessionConfig(), "realtime")][-1] == "session.update"
+    # A question sent, its response.create not yet answered when the session is lost: asked again
+    sent = [json.loads(m)["type"] for m in c.text("and then?")]
+    assert sent == ["conversation.item.create", "response.create"]
+    c.link_lost()
+    out = [json.loads(m) for m in c.start(SessionConfig(), "realtime")]
+    assert [m["type"] for m in out][-2:] == ["session.update", "response.create"]
+    assert out[-3]["item"]["content"] == [{"type": "input_text", "text": "and then?"}]
+    # One response in flight still holds: a second question waits for that response
+    assert [json.loads(m)["type"] for m in c.text("more?")] == ["conversation.item.create"]
+
+
+def gemini_turn(c: GeminiLiveCodec, text: str, handle: str | None) -> None:
+    c.decode(ev({"serverContent": {"modelTurn": {"parts": [{"text": text}]}}}))
+    c.decode(ev({"serverContent": {"turnComplete": True}}))
+    if handle:
+        c.decode(ev({"sessionResumptionUpdate": {"newHandle": handle, "resumable": True}}))
+
+
+def resumed(c: GeminiLiveCodec) -> list[str]:
+    """A change of connection: the user texts sent again once the new one is set up."""
+    c.link_lost()
+    c.start(SessionConfig(), "")
+    assert c.take_outgoing() == []  # nothing before setupComplete
+    c.decode(ev({"setupComplete": {}}))
+    return [json.loads(m)["clientContent"]["turns"][0]["parts"][0]["text"] for m in c.take_outgoing()]
+
+
+def test_gemini_sends_again_the_user_turns_a_handle_may_not_hold() -> None:
+    c = GeminiLiveCodec()
+    c.start(SessionConfig(), "")
+    c.decode(ev({"setupComplete": {}}))
+    c.text("q1")
+    gemini_turn(c, "a1", "h-1")  # answered, and a handle after the answer: held
+    assert resumed(c) == []
+    c.text("q2")
+    c.decode(ev({"serverContent": {"modelTurn": {"parts": [{"text": "a2 cut"}]}}}))
+    # The loss cut the answer to q2: the session resumes at h-1, which does not hold q2
+    assert resumed(c) == ["q2"]
+    gemini_turn(c, "a2", None)  # answered again, but no handle yet: q2 is still at stake
+    c.text("q3")  # sent before the handle of a2 arrived
+    assert resumed(c) == ["q2", "q3"]
+    gemini_turn(c, "a2", "h-2")  # q2 and q3 were both sent before this turn began: both held
+    assert resumed(c) == []
+    # A user turn sent during a model turn is not answered by that turn
+    c.decode(ev({"serverContent": {"modelTurn": {"parts": [{"text": "a4..."}]}}}))
+    c.text("q5")
+    c.decode(ev({"serverContent": {"turnComplete": True}}))
+    c.decode(ev({"sessionResumptionUpdate": {"newHandle": "h-3", "resumable": True}}))
+    assert resumed(c) == ["q5"]
+    assert c.stats()["user_turns_resent"] == 4 and c.stats()["user_turns_kept"] == 1
+
+
+def test_gemini_keeps_a_bounded_number_of_user_turns() -> None:
+    from pyclient.protocols.gemini_live import MAX_KEPT_TURNS
+
+    c = GeminiLiveCodec()
+    c.start(SessionConfig(), "")
+    c.decode(ev({"setupComplete": {}}))
+    for i in range(MAX_KEPT_TURNS + 5):
+        c.text(f"q{i}")
+    c.text("x" * 300_000)  # larger than the whole bound: sent, not kept
+    again = resumed(c)
+    assert len(again) == MAX_KEPT_TURNS and again[0] == "q5" and again[-1] == f"q{MAX_KEPT_TURNS + 4}"
+    assert c.stats()["user_turns_not_kept"] == 6

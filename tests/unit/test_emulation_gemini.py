@@ -440,3 +440,58 @@ def test_a_resumed_session_goes_on_after_the_turns_its_handle_covers() -> None:
 
 def update_ok(st: dict[str, Any]) -> bool:
     return st["errors"] == [] and st["emulation"]["resumed_from"] == 1
+
+
+def user_turn(text: str) -> str:
+    return json.dumps({"clientContent": {"turns": [{"role": "user", "parts": [{"text": text}]}], "turnComplete": True}})
+
+
+async def connection_record(client, conn_id: int, condition) -> dict[str, Any]:
+    """The server's record of an open connection once ``condition(record)`` holds."""
+    for _ in range(500):
+        listing = await (await client.get("/stats")).json()
+        st = next((c for c in listing["connections"] if c["id"] == conn_id), None)
+        if st is not None and condition(st):
+            return st
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"connection {conn_id} never got there")
+
+
+def test_asked_turns_wait_for_the_user_and_a_resumed_session_for_the_user_again() -> None:
+    """asked=1, as the service: a model turn answers a user turn. A session resumed from the
+    handle before a cut turn does not regenerate that turn until the client sends its user
+    turn again."""
+    query = "scenario=chat&turns=2&tokens=20&burst=0&pause=0&asked=1"
+
+    async def test(app, client):
+        first = await client.ws_connect(f"{CONSTRAINED}?access_token={token(app)}&{query}")
+        await first.send_str(json.dumps({"setup": {"model": "models/x", "sessionResumption": {}}}))
+        await raw_messages(first, "setupComplete")
+        waiting = await connection_record(client, 1, lambda st: st["emulation"]["waiting_for_user"])
+        await first.send_str(user_turn("q1"))
+        turn1 = await raw_messages(first, "toolCall")
+        await _answer_calls(first, turn1)
+        turn1 += await raw_messages(first, "turnComplete")
+        update = (await raw_messages(first, "sessionResumptionUpdate"))[-1]["sessionResumptionUpdate"]
+        await first.send_str(user_turn("q2"))
+        cut = await raw_messages(first, "modelTurn")  # turn 2 began: the loss cuts it short
+        await first.close()
+        await closed_stats(client, 1)
+        second = await client.ws_connect(f"{CONSTRAINED}?access_token={token(app)}&{query}&hangup=0.05")
+        resume = {"setup": {"model": "models/x", "sessionResumption": {"handle": update["newHandle"]}}}
+        await second.send_str(json.dumps(resume))
+        await raw_messages(second, "setupComplete")
+        held = await connection_record(client, 2, lambda st: st["emulation"]["waiting_for_user"])
+        await second.send_str(user_turn("q2"))  # the user turn the handle does not hold
+        turn2 = await raw_messages(second, "toolCall")
+        await _answer_calls(second, turn2)
+        turn2 += await raw_messages(second, "turnComplete")
+        await second.close()
+        return waiting, _texts(turn1), _texts(cut), held, _texts(turn2), await closed_stats(client, 2)
+
+    waiting, text1, cut, held, text2, st = with_app(test)
+    assert waiting["frames_sent"] == 1, "only setupComplete before the user's turn"
+    assert held["frames_sent"] == 1, "the resumed session did not regenerate the cut turn unasked"
+    assert cut and text2.startswith(cut) and text1 and text2
+    assert st["errors"] == [] and st["emulation"]["user_turns"] == 1 and st["emulation"]["turns_waited_for_user"] == 1
+    assert st["text_sha256"] == sha(text1 + text2) and st["tool_results_as_expected"] == 2

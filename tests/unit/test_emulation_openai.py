@@ -502,3 +502,62 @@ def test_drop_after_aborts_the_connection_as_on_ws() -> None:
     r, st = with_app(test)
     assert r.close_code == 1006 == st["close_code"] and st["dropped"] and st["frames_sent"] == 20
     assert st["errors"] == ["dropped on purpose after 20 frames (drop_after)"]
+
+
+async def open_record(client, conn_id: int, condition) -> dict[str, Any]:
+    """The server's record of an open connection once ``condition(record)`` holds."""
+    for _ in range(500):
+        listing = await (await client.get("/stats")).json()
+        st = next((c for c in listing["connections"] if c["id"] == conn_id), None)
+        if st is not None and condition(st):
+            return st
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"connection {conn_id} never got there: {st}")
+
+
+def _text(events: list[dict[str, Any]]) -> str:
+    return "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+
+
+def test_a_new_session_after_a_cut_answer_waits_for_the_clients_response_create() -> None:
+    """As the service: a new session never speaks first. The conversation replayed after a
+    session lost mid-response is answered when the client asks (response.create); without
+    the request the scripted turn goes on once the client stops making progress."""
+    query = "scenario=chat&turns=3&tokens=20&burst=0&pause=0"
+
+    async def new_session(client, app, items: list[dict[str, Any]], extra: str = ""):
+        protocols = ["realtime", f"openai-insecure-api-key.{token(app)}"]
+        ws = await client.ws_connect(url(query + extra), protocols=protocols)
+        await raw_events(ws, "session.created")
+        for item in items:
+            await ws.send_str(json.dumps({"type": "conversation.item.create", "item": item}))
+        await ws.send_str(json.dumps({"type": "session.update", "session": {"type": "realtime"}}))
+        await raw_events(ws, "session.updated")
+        return ws
+
+    async def test(app, client):
+        first = await new_session(client, app, [])
+        turn1 = await raw_events(first, "response.done")
+        await answer_calls(first, turn1)
+        cut = (await raw_events(first, "response.output_text.delta"))[-1]["delta"]  # the loss cuts this answer
+        first._response.connection.transport.abort()  # a lost network: no closing handshake
+        await closed_stats(client, 1)
+        done = [e["item"] for e in turn1 if e["type"] == "response.output_item.done" and e["item"]["type"] == "message"]
+        replay = [
+            {"type": "message", "role": "assistant", "id": i["id"], "content": [{"type": "output_text", "text": t}]}
+            for i, t in [(done[-1], _text(turn1))]
+        ]
+        second = await new_session(client, app, replay)
+        held = await open_record(client, 2, lambda st: st["emulation"]["waiting_for_create"])
+        await second.send_str(json.dumps({"type": "response.create"}))
+        answer = await raw_events(second, "response.done")
+        await second.close()
+        return held, await closed_stats(client, 2), answer, cut
+
+    held, st, answer, cut = with_app(test)
+    # session.created, the replayed item (added, done), session.updated: no response unasked
+    assert held["emulation"]["responses"] == 0 and held["frames_sent"] == 4
+    assert st["emulation"]["answers_asked_again"] == 1 and st["emulation"]["answers_not_asked"] == 0
+    assert st["emulation"]["skipped_turns"] == 1 and answer[0]["response"]["status"] == "in_progress"
+    assert _text(answer).startswith(cut), "the answer the loss cut short, from its start"
+    assert not any("skipped turn" in e or "response.create" in e for e in st["errors"]), st["errors"]
