@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..events import AudioChunk
-from ..playback import PlaybackPosition, positions_at_cut
+from ..playback import PlaybackPosition, int32_diff, positions_at_cut
 from .jsutil import bytes_to_js, import_module, js_object
 
 DEFAULT_RING_CAPACITY = 1 << 16  # samples (2.7 s at 24 kHz, 128 KiB)
@@ -70,6 +70,7 @@ class AudioSink:
         self.interrupted_items: dict[int, None] = {}  # an ordered set, bounded
         self.current_item: int | None = None
         self._item_starts: deque[tuple[int, int]] = deque(maxlen=MAX_REMEMBERED_ITEMS)
+        self._mark: tuple[Any, int] | None = None  # (player, write index) at the last resume point
         self.cuts: deque[dict[str, Any]] = deque(maxlen=MAX_REMEMBERED_CUTS)
         self._played_before = 0  # samples played by players already closed (rate changes)
         self._checksum_before = 0  # their running checksum, continued by the live player
@@ -177,10 +178,16 @@ class AudioSink:
         if self.player is not None:
             self.player.setSpeed(factor)
 
-    def request_interrupt(self, item_id: int | None = None, reason: str = "client") -> Any:
+    def mark(self) -> None:
+        """A resume point: ``request_interrupt(keep_marked=True)`` keeps what was written
+        before it (the finished turns play on; only the turn after it is taken back)."""
+        self._mark = (self.player, int(self.player.writeIndex())) if self.player is not None else None
+
+    def request_interrupt(self, item_id: int | None = None, reason: str = "client", keep_marked: bool = False) -> Any:
         """Flush what is queued now (synchronously, in stream order); returns a pending cut
         for ``finish_interrupt``. Late frames of the interrupted item (``item_id``, or the
-        current one) are discarded from here on; frames of later items still play."""
+        current one) are discarded from here on; frames of later items still play.
+        ``keep_marked``: what was written before the last ``mark()`` plays first and is kept."""
         target = item_id if item_id is not None else self.current_item
         if target is not None:
             self.interrupted_items[target] = None
@@ -188,11 +195,20 @@ class AudioSink:
                 del self.interrupted_items[next(iter(self.interrupted_items))]
         if self.player is None:
             return None
+        keep_before = None
+        if keep_marked and self._mark is not None and self._mark[0] is self.player:
+            keep_before = self._mark[1]
         starts = list(self._item_starts)
-        self._item_starts.clear()
+        if keep_before is None:
+            self._item_starts.clear()
+        else:  # the items before the mark still play: a later cut reports on them
+            kept = [(item, start) for item, start in starts if int32_diff(keep_before, start) > 0]
+            starts = starts[len(kept) :]
+            self._item_starts.clear()
+            self._item_starts.extend(kept)
         if not starts and self.player.fill() == 0:
             return None  # nothing queued and no item to report on: no round trip to the worklet
-        return (self.player.flush(), starts, reason)
+        return (self.player.flush(keep_before), starts, reason)
 
     def is_interrupted(self, item_id: int | None) -> bool:
         """Whether ``item_id`` (None: the current item) was already cut."""

@@ -755,6 +755,8 @@ class Client:
             await self._on_control(event)
             if self.codec.is_resume_point(event):
                 self.renderer.mark()  # a session resumed after a loss goes on from here
+                if self.audio is not None:
+                    self.audio.mark()
                 if self._go_away and self.reconnect:
                     self._switch_connection()  # announced end (goAway, renewal): switch now
         for listener in self._listeners:
@@ -1200,7 +1202,12 @@ class Client:
         if taken < 0:
             self._remember(self.internal_errors, "a turn cut by a lost connection could not be taken back")
         if self.audio is not None:
-            await self.audio.finish_interrupt(self.audio.request_interrupt(None, "reconnect"))
+            # Only the cut turn's audio goes: the finished turns queued before it play out
+            # first (the worklet drops the rest when it gets there; not awaited: the next
+            # socket need not wait for that).
+            pending = self.audio.request_interrupt(None, "reconnect", keep_marked=True)
+            if pending is not None:
+                self._spawn(self.audio.finish_interrupt(pending))
 
     def _switch_connection(self) -> None:
         """After goAway, at a turn boundary: close this socket to resume on a new one (Gemini

@@ -148,6 +148,35 @@ def test_gemini_drop_mid_turn_resumes_from_the_last_handle(demo: Demo) -> None:
     demo.watch.assert_clean()
 
 
+def assert_every_sample_accounted(demo: Demo, last: dict) -> None:
+    """A voice turn cut by a loss: the samples of it that were queued are flushed, what was
+    heard before the loss was heard, and it plays again whole. Every sample received is
+    played or flushed, only the cut turn's are flushed (the finished turns queued before it
+    play out), and the whole session as the server sent it is played."""
+    a = demo.wait_for("s.audio.ring_fill === 0 && s.audio.samples_played > 0")["audio"]
+    cut = a["samples_received"] - last["audio_samples_sent"]  # the cut turn's, received before the loss
+    assert a["samples_played"] + a["samples_flushed"] == a["samples_received"] and a["samples_discarded"] == 0, a
+    assert 0 <= a["samples_flushed"] <= cut, (a, last["audio_samples_sent"])
+    heard = cut - a["samples_flushed"]
+    if heard == 0:  # none of the cut turn had played: what was heard is exactly what the server sent
+        assert a["samples_played"] == last["audio_samples_sent"] and a["checksum"] == last["audio_checksum"]
+
+
+@pytest.mark.parametrize("audio", ["auto", "postmessage"])
+def test_gemini_voice_cut_mid_turn_plays_the_finished_turns_whole(demo: Demo, audio: str) -> None:
+    # The ring over a SharedArrayBuffer, and its postMessage fallback (no cross-origin isolation).
+    voice = {"scenario": "voice", "seconds": 0.8, "items": 3, **({"audio": audio} if audio != "auto" else {})}
+    demo.open(**GEMINI, **voice, asked=1, drop_after=60, drops=1)
+    ask(demo, 3)
+    s = demo.wait_ended()
+    last = assert_whole(demo, s, "gemini-live", turns=1)
+    assert s["reconnects"] == 1 and s["rolled_back"]["turns"] == 1, (s["reconnects"], s["rolled_back"])
+    assert_every_sample_accounted(demo, last)
+    assert s["audio"]["mode"] == ("postmessage" if audio == "postmessage" else "sab")
+    demo.watch.forgive_socket_error("drop_after=")
+    demo.watch.assert_clean()
+
+
 def test_gemini_voice_survives_go_away_with_every_sample_played(demo: Demo) -> None:
     demo.open(**GEMINI, scenario="voice", seconds=0.8, items=3, lifetime_s=1.6, goaway_s=0.8)
     s = demo.wait_ended()
@@ -212,6 +241,16 @@ def test_openai_session_expired_goes_on_in_a_new_session(demo: Demo) -> None:
     # (Or 1006 when the browser saw no clean closing handshake; either way the session went on.)
     first = s["connections"][0]
     assert first["code"] == 1006 or (first["code"] == 1001 and "maximum duration" in first["reason"]), first
+    demo.watch.assert_clean()
+
+
+def test_openai_voice_cut_mid_response_plays_the_finished_responses_whole(demo: Demo) -> None:
+    demo.open(**OPENAI, scenario="voice", seconds=0.8, items=3, drop_after=120, drops=1)
+    s = demo.wait_ended()
+    last = assert_whole(demo, s, "openai-realtime", turns=1)
+    assert s["reconnects"] == 1 and s["wire"]["responses_asked_again"] == 1, (s["reconnects"], s["wire"])
+    assert_every_sample_accounted(demo, last)
+    demo.watch.forgive_socket_error("drop_after=")
     demo.watch.assert_clean()
 
 

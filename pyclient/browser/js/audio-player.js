@@ -8,7 +8,7 @@
 import {
   CTL_WRITE, CTL_READ, CTL_EPOCH, CTL_EPOCH_ACK, CTL_PLAYED, CTL_UNDERRUNS, CTL_SILENCE,
   CTL_ITEM_END, CTL_PREBUFFER, CTL_PLAYING, CTL_QUANTA, CTL_CHECKSUM, CTL_FLUSHED, CTL_SPEED,
-  CTL_THROTTLED, CTL_CUT_READ, CTL_CUT_FRAME, CTL_CUT_TAIL, CTL_FLUSH_TO, CTL_SLOTS,
+  CTL_THROTTLED, CTL_CUT_READ, CTL_CUT_FRAME, CTL_CUT_TAIL, CTL_FLUSH_TO, CTL_FLUSH_FROM, CTL_SLOTS,
 } from "./ring-layout.js";
 
 const FLUSH_ACK_TIMEOUT_MS = 1000;
@@ -171,19 +171,28 @@ class Player {
   // survive). The request is made before this returns; the worklet applies it at its next
   // render quantum. The promise resolves then with where playback stood (its READ counter at
   // the cut), how long the cut took, and the fade-out length.
-  flush() {
-    const queued = this.fill();
+  //
+  // `keepBefore` (a WRITE value seen earlier): keep what was written before it; the worklet
+  // plays up to there first, then drops the rest (the promise resolves once it did, or after
+  // FLUSH_ACK_TIMEOUT_MS unacknowledged).
+  flush(keepBefore) {
     const flushTo = this.ctl[CTL_WRITE];
+    const fill = this.fill();
+    // At or behind READ (fill <= capacity): at once.
+    const now = keepBefore === undefined || keepBefore === null;
+    const from = now ? (flushTo - this.capacity - 1) | 0 : keepBefore | 0;
+    const queued = Math.min(fill, Math.max(0, (flushTo - from) | 0));
     const requestedAt = performance.now();
     const epoch = (Atomics.load(this.ctl, CTL_EPOCH) + 1) | 0;
     const ackBefore = Atomics.load(this.ctl, CTL_EPOCH_ACK);
     this.setCtl(CTL_ITEM_END, flushTo, "itemEnd");
     if (this.mode === "sab") {
       Atomics.store(this.ctl, CTL_FLUSH_TO, flushTo);
-      Atomics.store(this.ctl, CTL_EPOCH, epoch); // after FLUSH_TO: the consumer reads it next
+      Atomics.store(this.ctl, CTL_FLUSH_FROM, from);
+      Atomics.store(this.ctl, CTL_EPOCH, epoch); // after FLUSH_TO/FROM: the consumer reads them next
     } else {
       this.ctl[CTL_EPOCH] = epoch;
-      this.node.port.postMessage({ flush: true, flushTo });
+      this.node.port.postMessage({ flush: true, flushTo, flushFrom: from });
     }
     return new Promise((resolve) => {
       const check = () => {

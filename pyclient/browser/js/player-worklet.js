@@ -18,7 +18,8 @@
 import {
   CTL_WRITE, CTL_READ, CTL_EPOCH, CTL_EPOCH_ACK, CTL_PLAYED, CTL_UNDERRUNS, CTL_SILENCE,
   CTL_ITEM_END, CTL_PREBUFFER, CTL_PLAYING, CTL_QUANTA, CTL_CHECKSUM, CTL_FLUSHED, CTL_SPEED,
-  CTL_THROTTLED, CTL_CUT_READ, CTL_CUT_FRAME, CTL_CUT_TAIL, CTL_FLUSH_TO, CTL_SLOTS, checksumStep,
+  CTL_THROTTLED, CTL_CUT_READ, CTL_CUT_FRAME, CTL_CUT_TAIL, CTL_FLUSH_TO, CTL_FLUSH_FROM, CTL_SLOTS,
+  checksumStep,
 } from "./ring-layout.js";
 
 const REPORT_EVERY_QUANTA = 4; // postMessage mode: counters back to the main thread
@@ -70,6 +71,7 @@ class PlayerProcessor extends AudioWorkletProcessor {
     if (msg.speed !== undefined) ctl[CTL_SPEED] = msg.speed;
     if (msg.flush) {
       ctl[CTL_FLUSH_TO] = msg.flushTo;
+      ctl[CTL_FLUSH_FROM] = msg.flushFrom;
       ctl[CTL_EPOCH] = (ctl[CTL_EPOCH] + 1) | 0;
     }
   }
@@ -92,9 +94,17 @@ class PlayerProcessor extends AudioWorkletProcessor {
     const n = out.length;
     Atomics.add(ctl, CTL_QUANTA, 1);
 
-    // 1. Flush (barge-in): jump READ forward to FLUSH_TO (WRITE at the request).
+    // 1. Flush (barge-in): jump READ forward to FLUSH_TO (WRITE at the request); when
+    // FLUSH_FROM is ahead of READ, play up to it first (`keep` caps this quantum's reading).
     const epoch = Atomics.load(ctl, CTL_EPOCH);
+    let keep = -1;
     if (epoch !== this.epochSeen) {
+      const target = Atomics.load(ctl, CTL_FLUSH_TO);
+      const r0 = Atomics.load(ctl, CTL_READ);
+      const ahead = (Atomics.load(ctl, CTL_FLUSH_FROM) - r0) | 0;
+      if (ahead > 0 && ((target - r0) | 0) >= ahead) keep = ahead;
+    }
+    if (epoch !== this.epochSeen && keep < 0) {
       const target = Atomics.load(ctl, CTL_FLUSH_TO);
       const r0 = Atomics.load(ctl, CTL_READ);
       const drop = Math.max(0, (target - r0) | 0);
@@ -129,6 +139,7 @@ class PlayerProcessor extends AudioWorkletProcessor {
     const st = this.state || (this.state = { r: 0, avail: 0, played: 0, sum: 0, s: 0 });
     st.r = Atomics.load(ctl, CTL_READ);
     st.avail = (Atomics.load(ctl, CTL_WRITE) - st.r) | 0;
+    if (keep >= 0 && st.avail > keep) st.avail = keep; // a flush waits at FLUSH_FROM
     st.played = 0;
     st.sum = Atomics.load(ctl, CTL_CHECKSUM);
     const itemEnd = Atomics.load(ctl, CTL_ITEM_END);
@@ -136,7 +147,7 @@ class PlayerProcessor extends AudioWorkletProcessor {
     // 2. Prebuffer gate: start when enough is queued, or the item's end is already queued.
     if (!this.playing && st.avail > 0) {
       const endQueued = ((itemEnd - st.r) | 0) > 0 && ((itemEnd - st.r) | 0) <= st.avail;
-      if (st.avail >= Atomics.load(ctl, CTL_PREBUFFER) || endQueued) {
+      if (st.avail >= Atomics.load(ctl, CTL_PREBUFFER) || endQueued || keep >= 0) {
         this.playing = true;
         this.fadeIn = this.fadeLen;
       }
@@ -178,7 +189,7 @@ class PlayerProcessor extends AudioWorkletProcessor {
       }
       if (i < n) {
         // Ran dry. At the end of an item that is normal; anywhere else it is an underrun.
-        if (st.r !== itemEnd) Atomics.add(ctl, CTL_UNDERRUNS, 1);
+        if (st.r !== itemEnd && keep < 0) Atomics.add(ctl, CTL_UNDERRUNS, 1);
         this.playing = false;
         this.primed = false;
         this.tail = this.fadeLen;

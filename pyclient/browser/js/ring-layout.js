@@ -18,7 +18,10 @@
 // FLUSH_TO (its WRITE at that moment) and then increments EPOCH; the consumer sees
 // the new epoch at the start of its next render quantum, jumps READ forward to
 // FLUSH_TO and stores EPOCH_ACK. Samples written after the request (a new item)
-// survive the flush.
+// survive the flush. A flush may keep the head of the queue: FLUSH_FROM ahead of READ
+// (a turn taken back after a lost connection keeps the finished turns before it) makes
+// the consumer play up to FLUSH_FROM first and apply the flush when READ gets there;
+// FLUSH_FROM at or behind READ applies it at once.
 
 export const CTL_WRITE = 0;        // producer: samples written (free-running)
 export const CTL_READ = 1;         // consumer: samples consumed (free-running)
@@ -40,6 +43,7 @@ export const CTL_CUT_READ = 15;    // consumer: READ at the moment it applied th
 export const CTL_CUT_FRAME = 16;   // consumer: currentFrame (audio clock) when it applied it
 export const CTL_CUT_TAIL = 17;    // consumer: output frames of fade-out after the cut (< 128)
 export const CTL_FLUSH_TO = 18;    // producer: WRITE at the flush request: drop up to here only
+export const CTL_FLUSH_FROM = 19;  // producer: drop from here (samples before it play first)
 export const CTL_SLOTS = 24;
 
 // Running checksum over every sample value rendered, in order:
