@@ -42,9 +42,13 @@ def test_a_dropped_chat_resumes_whole(demo: Demo, transport: str, browser_name: 
     if browser_name == "firefox" and transport == "auto":
         pytest.skip("auto is websocket in Firefox: covered by the other parameter")
     chat = {"scenario": "chat", "turns": 2, "tokens": 300, "burst": 0.5, "pause": 0, "transport": transport}
-    demo.open(**chat, drop_after=90, drops=3)
+    # WebSocketStream is cut once: Chromium 156's renderer crashes when a WebSocketStream is
+    # reset while a write is pending, which a second cut right after a reconnect hits in about
+    # a third of sessions (a browser bug, reproduced without pyclient: docs/BROWSER-BUGS.md).
+    drops = 1 if transport == "auto" and browser_name == "chromium" else 3
+    demo.open(**chat, drop_after=90, drops=drops)
     s = demo.wait_ended()
-    server = assert_resumed(demo, s, drops=3)
+    server = assert_resumed(demo, s, drops=drops)
     text = demo.transcript()
     assert hashlib.sha256(text.encode()).hexdigest() == server["text_sha256"], "a token lost or repeated"
     tools = s["tools"]

@@ -19,7 +19,7 @@ from .aio import run
 from .test_server import with_client
 
 EVIL = "http://evil.example"
-PAGES = ("index.html", "minimal.html", "lab/naive.html")
+PAGES = ("index.html", "minimal.html", "lab/naive.html", "lab/wss-reset-crash.html")
 
 
 def port_of(client: TestClient) -> int:
