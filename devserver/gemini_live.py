@@ -292,7 +292,7 @@ class GeminiLiveSession(EmulatedSession):
                     return False
                 self.client_error(f"turn {self.turns + 1} began without a user turn after {ASK_WAIT_S:g} s (asked=1)")
             self.rec["turns_waited_for_user"] += 1
-            self.asks_answered += 1
+            self.asks_answered = min(self.asks, self.asks_answered + 1)  # a turn begun unasked owes none
         self.turn_open = True
         return True
 

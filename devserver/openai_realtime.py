@@ -328,7 +328,9 @@ class OpenAIRealtimeSession(EmulatedSession):
             issuer, turns, root, foreign = self.replayed_from
             self.session_root = root
             self.resume_from(issuer, turns, foreign)
-        before = self.ctx.latest_of(self.session_root, self.stats)
+        # Replayed from a server before a restart: its root means nothing here (unknown).
+        foreign = self.replayed_from is not None and self.replayed_from[3]
+        before = None if foreign else self.ctx.latest_of(self.session_root, self.stats)
         emu = (before.emulation or {}) if before is not None else {}
         if emu.get("client_closed"):  # the client left between its responses (a renewal)
             cut = False

@@ -12,6 +12,8 @@ samples actually rendered (not wall-clock time; see pyclient/playback.py).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections import deque
 from typing import Any
@@ -71,6 +73,7 @@ class AudioSink:
         self.current_item: int | None = None
         self._item_starts: deque[tuple[int, int]] = deque(maxlen=MAX_REMEMBERED_ITEMS)
         self._mark: tuple[Any, int] | None = None  # (player, write index) at the last resume point
+        self._deferred: asyncio.Future | None = None  # the last flush that keeps a head
         self.cuts: deque[dict[str, Any]] = deque(maxlen=MAX_REMEMBERED_CUTS)
         self._played_before = 0  # samples played by players already closed (rate changes)
         self._checksum_before = 0  # their running checksum, continued by the live player
@@ -208,7 +211,23 @@ class AudioSink:
             self._item_starts.extend(kept)
         if not starts and self.player.fill() == 0:
             return None  # nothing queued and no item to report on: no round trip to the worklet
-        return (self.player.flush(keep_before), starts, reason)
+        if keep_before is None:
+            return (self.player.flush(), starts, reason)
+        # A flush that keeps a head waits in the worklet until playback gets there; one asked
+        # for meanwhile (a second loss) goes after it, or it would replace it (the ring holds
+        # one pending flush) and the first cut turn would play.
+        before = self._deferred
+        if before is None or before.done():
+            flush = asyncio.ensure_future(_settled(self.player.flush(keep_before)))
+        else:  # up to what is written now, not what will be written when it goes
+            flush = asyncio.ensure_future(self._flush_after(before, keep_before, int(self.player.writeIndex())))
+        self._deferred = flush
+        return (flush, starts, reason)
+
+    async def _flush_after(self, before: asyncio.Future, keep_before: int, up_to: int) -> Any:
+        with contextlib.suppress(Exception):
+            await before
+        return await self.player.flush(keep_before, up_to)
 
     def is_interrupted(self, item_id: int | None) -> bool:
         """Whether ``item_id`` (None: the current item) was already cut."""
@@ -275,3 +294,8 @@ class AudioSink:
     async def close(self) -> None:
         if self.player is not None:
             await self.player.close()
+
+
+async def _settled(promise: Any) -> Any:
+    """A JS promise as an awaitable a Task can hold."""
+    return await promise

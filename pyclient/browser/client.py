@@ -286,7 +286,7 @@ class Client:
         self._approval_callback: Callable[[ApprovalRequest], Any] | None = None
         self._dialog: ApprovalDialog | None = None  # made when the first call needs it
         self._asks: dict[str, asyncio.Task] = {}  # the page's approval callbacks still deciding
-        self.mic = MicUplink(self._send, assets_url, self.codec)
+        self.mic = MicUplink(self._send, assets_url, self.codec, survives_loss=self._may_reconnect)
         self.transport: Any = None
         self.transport_name: str | None = None
         self._send_lock = asyncio.Lock()
@@ -728,7 +728,8 @@ class Client:
             for event in events:
                 await self._dispatch(event)
             self._inflight = 0
-            outgoing = self.conn.take_outgoing()
+            # Set up before the opening went out: _send_opening sends these first, then opens up.
+            outgoing = [] if self.conn.ready and not self._ready.is_set() else self.conn.take_outgoing()
             if outgoing:
                 await self._send(lambda: outgoing)
             grants = self.conn.consumed(n)
@@ -1049,7 +1050,7 @@ class Client:
         numbered. Until the server accepted the session set-up (Gemini), only the opening
         messages go; other sends wait for it."""
         if not opening and not self._ready.is_set():
-            await self._ready.wait()
+            await self._wait_ready()
         async with self._send_lock:
             messages = build()
             if messages and self.transport is None:
@@ -1057,6 +1058,21 @@ class Client:
             for message in messages:
                 await self.transport.send(message)
             return len(messages)
+
+    async def _wait_ready(self) -> None:
+        """Until the connection takes sends (set up, or back after a loss); raises if the
+        session ends first (a reconnect given up, the page closed it): nothing waits forever."""
+        ready = asyncio.ensure_future(self._ready.wait())
+        try:
+            await asyncio.wait({ready, self._closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+        if not self._ready.is_set():
+            raise TransportError("cannot send: the session ended")
+
+    def _may_reconnect(self) -> bool:
+        """A lost socket may be followed by another (the page did not close the client)."""
+        return bool(self.reconnect) and self.state in ("open", "reconnecting") and not self._closing.is_set()
 
     def _will_reconnect(self, code: int | None, reason: str) -> bool:
         """Whether a socket that ended with ``code``/``reason`` is followed by another: the

@@ -19,7 +19,7 @@ from typing import Any
 
 import js
 
-from ..errors import PyclientError, UsageError
+from ..errors import PyclientError, TransportError, UsageError
 from ..protocols.base import Codec, Message
 from .jsutil import ProxyOwner, import_module
 
@@ -37,9 +37,14 @@ class MicUplink:
         codec: Codec,
         frame_ms: int = DEFAULT_FRAME_MS,
         max_queued_frames: int = DEFAULT_MAX_QUEUED_FRAMES,
+        survives_loss: Callable[[], bool] | None = None,
     ) -> None:
+        """``survives_loss()``: whether a send that failed because the socket was lost is
+        followed by a new socket (the client reconnects): the frame is counted lost, capture
+        goes on; otherwise the microphone stops with an error."""
         self._send = send
         self._codec = codec
+        self.survives_loss = survives_loss or (lambda: False)
         self.assets_url = assets_url
         self.frame_ms = frame_ms
         self.max_queued_frames = max_queued_frames
@@ -60,6 +65,7 @@ class MicUplink:
         self.track_state = "none"  # "live" while capturing, "ended" once released
         self.paused = False  # the connection is being re-established: captured audio is not kept
         self.paused_samples = 0  # captured while paused (dropped: nobody could hear them live)
+        self.lost_samples = 0  # in a send the lost socket failed (the session went on on a new one)
         self.device_rate = 0
 
     async def start(self, target_rate: int | None = None) -> None:
@@ -109,7 +115,11 @@ class MicUplink:
                 await self._send(
                     lambda pcm=pcm, rate=self.sample_rate, item=self.item_id: self._codec.audio(pcm, rate, item)
                 )
-            except PyclientError as exc:  # the socket went away: the client aborts the mic
+            except PyclientError as exc:
+                if isinstance(exc, TransportError) and self.survives_loss():  # lost mid-send; the session goes on
+                    self.lost_samples += len(pcm) // 2
+                    continue
+                # the socket went away for good: the client aborts the mic
                 self.error = f"microphone audio not sent: {exc}"
                 self.dropped_frames += 1 + len(self._queue)
                 self._queue.clear()
@@ -170,5 +180,6 @@ class MicUplink:
             "dropped_samples": self.dropped_samples,
             "paused": self.paused,
             "paused_samples": self.paused_samples,
+            "lost_samples": self.lost_samples,
             "error": self.error,
         }

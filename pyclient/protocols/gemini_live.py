@@ -442,14 +442,19 @@ class GeminiLiveCodec(Codec):
             self._resend = []
         return [SessionReady(value if isinstance(value, dict) else {})]
 
+    def _model_turn_content(self) -> None:
+        """Model content (text, audio, a tool call) arrived: a turn is in progress; if it just
+        began, it answers every user turn sent so far."""
+        self._in_turn = True
+        if not self._turn_began:
+            self._turn_began = True
+            for entry in self._kept:
+                entry[1] = True
+
     def _on_server_content(self, content: dict[str, Any]) -> list[Event]:
         out: list[Event] = []
         if "modelTurn" in content or "outputTranscription" in content:
-            self._in_turn = True
-            if not self._turn_began:  # a model turn begins: it answers every user turn sent so far
-                self._turn_began = True
-                for entry in self._kept:
-                    entry[1] = True
+            self._model_turn_content()
         turn = content.get("modelTurn")
         parts = turn.get("parts") if isinstance(turn, dict) else None
         for part in parts if isinstance(parts, list) else ():
@@ -531,7 +536,7 @@ class GeminiLiveCodec(Codec):
         return [TextDelta(text)] if text else []
 
     def _on_tool_call(self, value: dict[str, Any]) -> list[Event]:
-        self._in_turn = True
+        self._model_turn_content()
         calls = value.get("functionCalls")
         out: list[Event] = []
         for call in calls if isinstance(calls, list) else ():

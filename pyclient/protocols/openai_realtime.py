@@ -394,6 +394,7 @@ class OpenAIRealtimeCodec(Codec):
         response in flight or asked for is asked for again in the next session (``start``)."""
         self._answer_again = bool(self._active) or self._create_event_id is not None or self._want_create
         self._active.clear()
+        self._audio_items = _Bounded(self._max_tracked)  # the new session cannot truncate them
         self._replies.clear()
         self._calls.clear()
         self._call_by_item.clear()

@@ -154,3 +154,27 @@ def test_gemini_keeps_a_bounded_number_of_user_turns() -> None:
     again = resumed(c)
     assert len(again) == MAX_KEPT_TURNS and again[0] == "q5" and again[-1] == f"q{MAX_KEPT_TURNS + 4}"
     assert c.stats()["user_turns_not_kept"] == 6
+
+
+def test_gemini_a_turn_that_begins_with_a_tool_call_answers_what_was_sent_before_it() -> None:
+    c = GeminiLiveCodec()
+    c.start(SessionConfig(), "")
+    c.decode(ev({"setupComplete": {}}))
+    c.text("q1")
+    c.decode(ev({"toolCall": {"functionCalls": [{"id": "c1", "name": "clock", "args": {}}]}}))
+    c.text("q2")  # typed while the tool runs: that turn began before it, so does not answer it
+    gemini_turn(c, "a1", "h-1")
+    assert resumed(c) == ["q2"]
+
+
+def test_openai_forgets_the_lost_sessions_audio_items() -> None:
+    from pyclient.playback import PlaybackPosition
+
+    c = OpenAIRealtimeCodec()
+    c.start(SessionConfig(), "realtime")
+    c.decode(ev({"type": "response.created", "response": {"id": "r1", "output_modalities": ["audio"]}}))
+    delta = {"type": "response.output_audio.delta", "response_id": "r1", "item_id": "i1", "delta": "AAAAAA=="}
+    c.decode(ev(delta))
+    c.link_lost()
+    # A barge-in while the old session's audio plays out: nothing to truncate in the new session
+    assert c.cut([PlaybackPosition("i1", 1, 0.04, 24000, "speech_started")]) == []

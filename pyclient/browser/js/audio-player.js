@@ -175,8 +175,10 @@ class Player {
   // `keepBefore` (a WRITE value seen earlier): keep what was written before it; the worklet
   // plays up to there first, then drops the rest (the promise resolves once it did, or after
   // FLUSH_ACK_TIMEOUT_MS unacknowledged).
-  flush(keepBefore) {
-    const flushTo = this.ctl[CTL_WRITE];
+  // `upTo` (a WRITE value seen earlier): drop only up to it (a flush asked for while another
+  // was pending goes once that one is done; what was written since must survive).
+  flush(keepBefore, upTo) {
+    const flushTo = upTo === undefined || upTo === null ? this.ctl[CTL_WRITE] : upTo | 0;
     const fill = this.fill();
     // At or behind READ (fill <= capacity): at once.
     const now = keepBefore === undefined || keepBefore === null;
@@ -184,8 +186,9 @@ class Player {
     const queued = Math.min(fill, Math.max(0, (flushTo - from) | 0));
     const requestedAt = performance.now();
     const epoch = (Atomics.load(this.ctl, CTL_EPOCH) + 1) | 0;
-    const ackBefore = Atomics.load(this.ctl, CTL_EPOCH_ACK);
-    this.setCtl(CTL_ITEM_END, flushTo, "itemEnd");
+    // A kept head plays first: the worklet acknowledges once it got through it.
+    const limit = FLUSH_ACK_TIMEOUT_MS + ((fill - queued) * 1000) / this.streamRate;
+    if (upTo === undefined || upTo === null) this.setCtl(CTL_ITEM_END, flushTo, "itemEnd");
     if (this.mode === "sab") {
       Atomics.store(this.ctl, CTL_FLUSH_TO, flushTo);
       Atomics.store(this.ctl, CTL_FLUSH_FROM, from);
@@ -198,10 +201,11 @@ class Player {
       const check = () => {
         const acked = Atomics.load(this.ctl, CTL_EPOCH_ACK) === epoch;
         const waited = performance.now() - requestedAt;
-        if (!acked && waited < FLUSH_ACK_TIMEOUT_MS && !this.closed) {
+        if (!acked && waited < limit && !this.closed) {
           // Woken by the worklet's Atomics.notify where waitAsync exists; else poll.
           if (this.mode === "sab" && typeof Atomics.waitAsync === "function") {
-            const w = Atomics.waitAsync(this.ctl, CTL_EPOCH_ACK, ackBefore, FLUSH_ACK_TIMEOUT_MS - waited);
+            const ackNow = Atomics.load(this.ctl, CTL_EPOCH_ACK); // (another flush's ack may have moved it)
+            const w = Atomics.waitAsync(this.ctl, CTL_EPOCH_ACK, ackNow, limit - waited);
             if (w.async) return w.value.then(check);
             return setTimeout(check, 0);
           }
