@@ -215,6 +215,18 @@ def _kind(message: Any) -> str:
     return "?"
 
 
+async def record_when(client: TestClient, conn_id: int, condition: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
+    """The server's record of a connection once ``condition(record)`` holds (10 s at most)."""
+    st = None
+    for _ in range(500):
+        listing = await (await client.get("/stats")).json()
+        st = next((c for c in listing["connections"] if c["id"] == conn_id), None)
+        if st is not None and condition(st):
+            return st
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"connection {conn_id} never got there: {st}")
+
+
 async def closed_stats(client: TestClient, conn_id: int | None = None) -> dict[str, Any]:
     """The server's record of a connection once it has ended (the newest if ``conn_id`` is None)."""
     for _ in range(200):

@@ -23,7 +23,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from devserver.app import TOKENS, make_app
 
 from .aio import run
-from .emulated_client import closed_stats, converse
+from .emulated_client import closed_stats, converse, record_when
 from .test_server import converse as converse_v1
 
 GEMINI = "gemini-live"
@@ -446,17 +446,6 @@ def user_turn(text: str) -> str:
     return json.dumps({"clientContent": {"turns": [{"role": "user", "parts": [{"text": text}]}], "turnComplete": True}})
 
 
-async def connection_record(client, conn_id: int, condition) -> dict[str, Any]:
-    """The server's record of an open connection once ``condition(record)`` holds."""
-    for _ in range(500):
-        listing = await (await client.get("/stats")).json()
-        st = next((c for c in listing["connections"] if c["id"] == conn_id), None)
-        if st is not None and condition(st):
-            return st
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"connection {conn_id} never got there")
-
-
 def test_asked_turns_wait_for_the_user_and_a_resumed_session_for_the_user_again() -> None:
     """asked=1, as the service: a model turn answers a user turn. A session resumed from the
     handle before a cut turn does not regenerate that turn until the client sends its user
@@ -467,7 +456,7 @@ def test_asked_turns_wait_for_the_user_and_a_resumed_session_for_the_user_again(
         first = await client.ws_connect(f"{CONSTRAINED}?access_token={token(app)}&{query}")
         await first.send_str(json.dumps({"setup": {"model": "models/x", "sessionResumption": {}}}))
         await raw_messages(first, "setupComplete")
-        waiting = await connection_record(client, 1, lambda st: st["emulation"]["waiting_for_user"])
+        waiting = await record_when(client, 1, lambda st: st["emulation"]["waiting_for_user"])
         await first.send_str(user_turn("q1"))
         turn1 = await raw_messages(first, "toolCall")
         await _answer_calls(first, turn1)
@@ -481,7 +470,7 @@ def test_asked_turns_wait_for_the_user_and_a_resumed_session_for_the_user_again(
         resume = {"setup": {"model": "models/x", "sessionResumption": {"handle": update["newHandle"]}}}
         await second.send_str(json.dumps(resume))
         await raw_messages(second, "setupComplete")
-        held = await connection_record(client, 2, lambda st: st["emulation"]["waiting_for_user"])
+        held = await record_when(client, 2, lambda st: st["emulation"]["waiting_for_user"])
         await second.send_str(user_turn("q2"))  # the user turn the handle does not hold
         turn2 = await raw_messages(second, "toolCall")
         await _answer_calls(second, turn2)

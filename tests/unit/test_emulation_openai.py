@@ -23,7 +23,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from devserver.app import TOKENS, make_app
 
 from .aio import run
-from .emulated_client import closed_stats, converse
+from .emulated_client import closed_stats, converse, record_when
 from .test_server import converse as converse_v1
 
 OPENAI = "openai-realtime"
@@ -504,17 +504,6 @@ def test_drop_after_aborts_the_connection_as_on_ws() -> None:
     assert st["errors"] == ["dropped on purpose after 20 frames (drop_after)"]
 
 
-async def open_record(client, conn_id: int, condition) -> dict[str, Any]:
-    """The server's record of an open connection once ``condition(record)`` holds."""
-    for _ in range(500):
-        listing = await (await client.get("/stats")).json()
-        st = next((c for c in listing["connections"] if c["id"] == conn_id), None)
-        if st is not None and condition(st):
-            return st
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"connection {conn_id} never got there: {st}")
-
-
 def _text(events: list[dict[str, Any]]) -> str:
     return "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
 
@@ -548,7 +537,7 @@ def test_a_new_session_after_a_cut_answer_waits_for_the_clients_response_create(
             for i, t in [(done[-1], _text(turn1))]
         ]
         second = await new_session(client, app, replay)
-        held = await open_record(client, 2, lambda st: st["emulation"]["waiting_for_create"])
+        held = await record_when(client, 2, lambda st: st["emulation"]["waiting_for_create"])
         await second.send_str(json.dumps({"type": "response.create"}))
         answer = await raw_events(second, "response.done")
         await second.close()
