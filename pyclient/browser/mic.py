@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import js
+from pyodide.ffi import JsException
 
 from ..errors import PyclientError, TransportError, UsageError
 from ..protocols.base import Codec, Message
@@ -66,6 +67,7 @@ class MicUplink:
         self.paused = False  # the connection is being re-established: captured audio is not kept
         self.paused_samples = 0  # captured while paused (dropped: nobody could hear them live)
         self.lost_samples = 0  # in a send the lost socket failed (the session went on on a new one)
+        self.lost_reason: str | None = None
         self.device_rate = 0
 
     async def start(self, target_rate: int | None = None) -> None:
@@ -115,9 +117,11 @@ class MicUplink:
                 await self._send(
                     lambda pcm=pcm, rate=self.sample_rate, item=self.item_id: self._codec.audio(pcm, rate, item)
                 )
-            except PyclientError as exc:
-                if isinstance(exc, TransportError) and self.survives_loss():  # lost mid-send; the session goes on
+            except Exception as exc:  # (anything: a dead sender would leave the queue to fill)
+                lost = isinstance(exc, (TransportError, JsException)) or not isinstance(exc, PyclientError)
+                if lost and self.survives_loss():  # lost mid-send; the session goes on
                     self.lost_samples += len(pcm) // 2
+                    self.lost_reason = f"{type(exc).__name__}: {exc}"[:200]
                     continue
                 # the socket went away for good: the client aborts the mic
                 self.error = f"microphone audio not sent: {exc}"
@@ -181,5 +185,6 @@ class MicUplink:
             "paused": self.paused,
             "paused_samples": self.paused_samples,
             "lost_samples": self.lost_samples,
+            "lost_reason": self.lost_reason,
             "error": self.error,
         }

@@ -110,10 +110,11 @@ class WebSocketStreamTransport:
             # Never write once close() was called: Chromium's renderer crashed ("Target
             # crashed") on a write racing the closing handshake of a WebSocketStream.
             raise TransportError("cannot send: the socket is closed or closing")
-        if writer.desiredSize is not None and writer.desiredSize <= 0:
-            self.send_stats.send_waits += 1
         t0 = time.monotonic()
         try:
+            size = writer.desiredSize  # JS null (Pyodide's jsnull, not None) once the stream errored
+            if isinstance(size, (int, float)) and size <= 0:
+                self.send_stats.send_waits += 1
             await self._unless_closed(writer.ready)
             self.send_stats.send_wait_s += time.monotonic() - t0
             await self._unless_closed(writer.write(data if isinstance(data, str) else bytes_to_js(data)))
