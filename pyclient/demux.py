@@ -153,7 +153,7 @@ class Demux:
         st = self.stats
         st.frames += 1
         st.bytes += nbytes
-        kind = Kind(decoded.kind).name.lower() if not isinstance(decoded, Malformed) else "malformed"
+        kind = _KIND_NAMES.get(decoded.kind, "malformed") if not isinstance(decoded, Malformed) else "malformed"
         st.frames_by_kind[kind] = st.frames_by_kind.get(kind, 0) + 1
         st.bytes_by_channel[channel.value] = st.bytes_by_channel.get(channel.value, 0) + nbytes
 
@@ -210,6 +210,9 @@ class Demux:
         elif isinstance(d, ToolResultFrame):
             self._count(d, 0, Channel.CONTROL)
             out.append(ProtocolErrorEvent("tool result frames only travel from client to server", 0, d.seq))
+
+
+_KIND_NAMES = {k.value: k.name.lower() for k in Kind}
 
 
 def _control_event(d: ControlFrame) -> Event:

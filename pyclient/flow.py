@@ -56,11 +56,11 @@ class Watermarks:
         return self.paused
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry(Generic[T]):
     item: T
     nbytes: int
-    droppable: bool
+    droppable: bool | None  # None: not asked yet (the queue asks ``classify`` when it must drop)
     seq: int | None
 
 
@@ -72,17 +72,23 @@ class ReceiveQueue(Generic[T]):
     """A bounded FIFO of received messages with a drop-oldest-audio overflow policy.
 
     It knows nothing of any wire format: which messages are droppable audio is given with each
-    ``push``, and ``samples_of(item)`` (the protocol codec's ``audio_samples``) says how many
-    samples a dropped message held, asked only when one is dropped.
+    ``push``, or left to ``classify(item)`` (the protocol codec's: ``(droppable, sequence
+    number)``), asked only once the queue must make room, so a queue that never overflows
+    never looks inside a message; ``samples_of(item)`` (the codec's ``audio_samples``) says
+    how many samples a dropped message held, asked only when one is dropped.
     """
 
     def __init__(
-        self, max_bytes: int = DEFAULT_RECEIVE_QUEUE_BYTES, samples_of: Callable[[T], int] | None = None
+        self,
+        max_bytes: int = DEFAULT_RECEIVE_QUEUE_BYTES,
+        samples_of: Callable[[T], int] | None = None,
+        classify: Callable[[T], tuple[bool, int | None]] | None = None,
     ) -> None:
         if max_bytes < MIN_RECEIVE_QUEUE_BYTES:
             raise UsageError(f"max_bytes={max_bytes} is below the {MIN_RECEIVE_QUEUE_BYTES}-byte minimum")
         self.max_bytes = max_bytes
         self._samples_of = samples_of
+        self._classify = classify or (lambda item: (False, None))
         self._q: deque[_Entry[T]] = deque()
         self.bytes = 0
         self.bytes_max = 0
@@ -95,11 +101,15 @@ class ReceiveQueue(Generic[T]):
     def __len__(self) -> int:
         return len(self._q)
 
-    def push(self, item: T, nbytes: int, *, droppable: bool, seq: int | None = None) -> None:
-        """Queue ``item``; ``droppable`` marks a message made of one audio frame."""
-        while self.bytes + nbytes > self.max_bytes and self._drop_oldest_audio():
-            pass
+    def push(self, item: T, nbytes: int, *, droppable: bool | None = None, seq: int | None = None) -> None:
+        """Queue ``item``; ``droppable`` marks a message made of one audio frame (None: ask
+        ``classify`` if it comes to that)."""
         if self.bytes + nbytes > self.max_bytes:
+            while self.bytes + nbytes > self.max_bytes and self._drop_oldest_audio():
+                pass
+        if self.bytes + nbytes > self.max_bytes:
+            if droppable is None:
+                droppable, seq = self._classify(item)
             if droppable:
                 self._count_drop(item, nbytes, seq)
                 return
@@ -121,6 +131,8 @@ class ReceiveQueue(Generic[T]):
 
     def _drop_oldest_audio(self) -> bool:
         for i, e in enumerate(self._q):
+            if e.droppable is None:
+                e.droppable, e.seq = self._classify(e.item)
             if e.droppable:
                 del self._q[i]
                 self.bytes -= e.nbytes

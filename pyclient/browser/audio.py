@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
+from collections.abc import Coroutine
 from typing import Any
 
 from ..errors import UsageError
@@ -123,38 +124,65 @@ class AudioSink:
         return self.player.ctx.resume() if self.player is not None else None
 
     async def write(self, chunk: AudioChunk) -> None:
+        rest = self.write_now(chunk)
+        if rest is not None:
+            await rest
+
+    def write_now(self, chunk: AudioChunk) -> Coroutine[Any, Any, None] | None:
+        """Write what the ring takes now (no asyncio hop); returns a coroutine that writes
+        the rest once there is room (or starts playback first), or None when all is done."""
         self.frames_received += 1
         if chunk.item_id in self.interrupted_items:
             self.samples_discarded += chunk.samples  # late frames of an interrupted item
-            return
+            return None
         if self.error is None and (self.player is None or chunk.sample_rate != self.rate):
-            try:
-                await self._start(chunk.sample_rate)
-            except Exception as exc:  # no AudioContext / worklet here: report, keep the stream going
-                self.error = f"audio unavailable: {exc}"
+            return self._start_then_write(chunk)
+        return self._write_from(chunk, 0)
+
+    async def _start_then_write(self, chunk: AudioChunk) -> None:
+        try:
+            await self._start(chunk.sample_rate)
+        except Exception as exc:  # no AudioContext / worklet here: report, keep the stream going
+            self.error = f"audio unavailable: {exc}"
+        rest = self._write_from(chunk, 0)
+        if rest is not None:
+            await rest
+
+    def _write_from(self, chunk: AudioChunk, off: int) -> Coroutine[Any, Any, None] | None:
         if self.error is not None:
             self.samples_discarded += chunk.samples
-            return
+            return None
         pcm = chunk.pcm
         if isinstance(pcm, (bytes, bytearray, memoryview)):
             pcm = bytes_to_js(pcm)  # decoded from base64 JSON: one copy into JS, never per sample
-        player, total, off = self.player, chunk.samples, 0
+        player, total = self.player, chunk.samples
         if chunk.item_id != self.current_item:
             self.current_item = chunk.item_id
             self._item_starts.append((chunk.item_id, int(player.writeIndex())))
-        while off < total and not player.closed:
+        if not player.closed:
             off += player.write(pcm, off)
-            if off < total:
-                if not self._running_seen:  # a full ring that nothing drains: say so first
-                    self._check_running(player, force=True)
-                t0 = time.monotonic()
-                await player.waitForSpace(total - off)
-                self.wait_s += time.monotonic() - t0
-        self.samples_received += total
+        if off < total and not player.closed:
+            return self._write_rest(chunk, pcm, off)
+        self._written(chunk)
+        return None
+
+    async def _write_rest(self, chunk: AudioChunk, pcm: Any, off: int) -> None:
+        player, total = self.player, chunk.samples
+        while off < total and not player.closed:
+            if not self._running_seen:  # a full ring that nothing drains: say so first
+                self._check_running(player, force=True)
+            t0 = time.monotonic()
+            await player.waitForSpace(total - off)
+            self.wait_s += time.monotonic() - t0
+            off += player.write(pcm, off)
+        self._written(chunk)
+
+    def _written(self, chunk: AudioChunk) -> None:
+        self.samples_received += chunk.samples
         if chunk.final:
-            player.endItem()
+            self.player.endItem()
         if not self._running_seen:
-            self._check_running(player)
+            self._check_running(self.player)
 
     def _check_running(self, player: Any, force: bool = False) -> None:
         """Until this context is seen running (then never again: two FFI reads per chunk until

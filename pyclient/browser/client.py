@@ -4,18 +4,19 @@ The rules of the wire live in the sans-I/O core: ``pyclient.connection.Connectio
 credit, readiness, the verdict on how it ended) around a codec from ``pyclient.protocols``
 (pyclient.v1, OpenAI Realtime, Gemini Live). This module only pumps messages and events::
 
-    transport.readable ──pipeTo──▶ demux TransformStream (transform = Python)
+    socket ──▶ js/batch.js: every message already there, one batch (bounded) ──▶ Python, once
                                         │ connection.receive(message) → typed events
-                                        │ awaits the target channel's sink, one at a time
+                                        │ each to its sink at once while it has room
                                         ├─ audio   → AudioSink  → AudioWorklet ring
                                         ├─ text    → TokenRenderer → #transcript
                                         ├─ tools   → ToolExecutor → codec.tool_result ─▶ send
                                         └─ control → client state (hello, turns, errors…)
 
-Because the transform only resolves once every event of a message has been accepted by its
-sink, a full sink stops the pipe from reading: on WebSocketStream that reaches TCP; on the
-classic WebSocket it reaches the bounded receive queue (and, with credit flow control, the
-server's credit).
+A batch is taken synchronously, with no asyncio hop, while every sink has room. When one is
+full (or an event needs a send), the rest of the batch waits for it and the transport hands
+over nothing more meanwhile: on WebSocketStream the pipe stops reading, which reaches TCP; on
+the classic WebSocket the messages wait in the bounded receive queue (and, with credit flow
+control, the server runs out of credit).
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import js
-from pyodide.ffi import JsException
 
 from ..approval import APPROVED, CANCELLED, DEFAULT_MAX_PENDING_APPROVALS, ApprovalQueue, ApprovalRequest, ask
 from ..approval import needs_approval as _policy_says
@@ -71,10 +71,10 @@ from ..schema import spec_for
 from ..tools import DEFAULT_OPEN_CALL_TIMEOUT, ToolExecutor, ToolOutcome, ToolRegistry
 from .approval import ApprovalDialog
 from .audio import DEFAULT_PREBUFFER_MS, DEFAULT_RING_CAPACITY, AudioSink
-from .jsutil import ArrayBufferSource, ProxyOwner, js_object, to_js_plain
+from .jsutil import ProxyOwner, import_module, to_js_plain
 from .mic import MicUplink
 from .render import AudioUnlock, TokenRenderer, ToolCards, resolve_element
-from .transport import WEBSOCKET, choose_transport, make_transport
+from .transport import choose_transport, make_transport
 
 DEFAULT_ASSETS_URL = "/pyclient/browser/js/"
 MAX_REMEMBERED_ERRORS = 20
@@ -289,6 +289,8 @@ class Client:
         self.mic = MicUplink(self._send, assets_url, self.codec, survives_loss=self._may_reconnect)
         self.transport: Any = None
         self.transport_name: str | None = None
+        self._assets_url = assets_url
+        self._batch_js: Any = None  # js/batch.js, imported with the first socket
         self._send_lock = asyncio.Lock()
         self._ready = asyncio.Event()
         self._pipe_owner = ProxyOwner()  # the demux transform: destroyed when the pipe ends
@@ -298,7 +300,12 @@ class Client:
         self._cuts: set[asyncio.Task] = set()
         self._tool_slot = asyncio.Event()
         self._closed = asyncio.get_event_loop().create_future()
-        self._inflight = 0
+        self._inflight = 0  # bytes of the message whose events wait for a sink
+        self._batch_left = 0  # bytes of the batch not handled yet
+        self.batches_taken = 0  # batches of received messages handed to the client
+        self.batches_waited = 0  # ... of which one had to wait for a sink (the rest took no asyncio hop)
+        self._handling_s = 0.0  # main-thread time spent taking them (up to the first wait)
+        self._dropped_seqs: Callable[[], None] | None = None  # classic: forgive the frames its queue dropped
         self._first_message_at: float | None = None
         self._last_message_at: float | None = None
         self._buffered_max = 0
@@ -429,8 +436,14 @@ class Client:
     async def _open_socket(self, url: str) -> None:
         """Open one socket (the first, or the next one after a loss)."""
         opts = {k: self._options[k] for k in ("receive_queue_bytes", "send_high", "send_low")}
+        if self._batch_js is None:
+            self._batch_js = await import_module(self._assets_url + "batch.js")
         transport = make_transport(
-            self.transport_name, classify=self.codec.classify, audio_samples=self.codec.audio_samples, **opts
+            self.transport_name,
+            self._batch_js,
+            classify=self.codec.classify,
+            audio_samples=self.codec.audio_samples,
+            **opts,
         )
         try:
             await transport.open(url, self._protocols)
@@ -438,6 +451,11 @@ class Client:
             transport.dispose()  # a failed open must not leak its proxies
             raise
         self.transport = transport
+        forgive = getattr(self.codec, "forgive", None)
+        queue = getattr(transport, "queue", None)
+        self._dropped_seqs = (
+            None if forgive is None or queue is None else lambda: forgive(queue.take_dropped_seqs())  # type: ignore[misc]
+        )
         # The socket closed for good: calls waiting for a person can no longer be answered,
         # and a stream stalled on a full approval queue must not wait for a decision. (A
         # connection that will be resumed keeps them: the same session answers them.)
@@ -468,16 +486,9 @@ class Client:
         self._link_opened_at = time.monotonic()
         self._ping_at = None
         self._dead.clear()
-        self._pipe_owner = ProxyOwner()  # this pipe's transform: destroyed when this pipe ends
-
-        def transform(chunk: Any, controller: Any, link: int = self._link_no) -> Any:
-            return self._transform(chunk, controller, link)
-
-        transform = js_object(transform=self._pipe_owner.proxy(transform))
-        # The demux emits nothing downstream; a readable high-water mark of 1 keeps the
-        # TransformStream from applying backpressure for a reader that does not exist.
-        demux_stream = js.TransformStream.new(transform, js_object(highWaterMark=1), js_object(highWaterMark=1))
-        self._pipe = self.transport.readable.pipeTo(demux_stream.writable)
+        self._pipe_owner = ProxyOwner()  # this pipe's batch callback: destroyed when this pipe ends
+        link = self._link_no
+        self._pipe = self.transport.start(lambda messages, nbytes: self._take(messages, nbytes, link), self._pipe_owner)
         config = SessionConfig(
             tools=tuple(spec_for(t) for t in self.tools),
             model=self.session_config["model"],
@@ -639,6 +650,9 @@ class Client:
             "send": t.send_stats.as_dict() if t is not None else {},
             "receive": {
                 **receive,
+                "batches_taken": self.batches_taken,
+                "batches_waited": self.batches_waited,
+                "handling_ms": round(self._handling_s * 1000, 3),
                 "first_message_ms": None if self._first_message_at is None else self._first_message_at * 1000,
                 "last_message_ms": None if self._last_message_at is None else self._last_message_at * 1000,
             },
@@ -686,59 +700,158 @@ class Client:
     def buffered_bytes(self) -> int:
         """Bytes held between the socket and the sinks right now."""
         queued = self.transport.queued_bytes() if self.transport is not None else 0
-        return queued + self._inflight + self.renderer.pending_bytes
+        return queued + max(0, self._batch_left) + self._inflight + self.renderer.pending_bytes
 
     # ------------------------------------------------------------------ pipeline
 
-    async def _transform(self, chunk: Any, controller: Any, link: int = 0) -> None:
-        # Never let an exception reject this promise: that would error the whole pipe.
-        try:
+    def _take(self, messages: Any, nbytes: int, link: int) -> Awaitable[None] | None:
+        """A batch of received messages (in order): handled now while every sink has room,
+        with no asyncio hop; when one must wait, returns a task that finishes the batch (the
+        transport delivers nothing more until it is done: backpressure). Never raises."""
+        if link != self._link_no:
+            for _ in messages:  # a socket given up for dead: its session goes on on another
+                pass
+            return None
+        self._batch_left = nbytes
+        self._buffered_max = max(self._buffered_max, self.buffered_bytes())
+        self.batches_taken += 1
+        now = time.monotonic()
+        if self._first_message_at is None:
+            self._first_message_at = now
+        self._last_message_at = now
+        if self._link_heard != link:  # the first message on this socket: it works
+            self._link_heard = link
+            self.policy.confirmed()
+        messages = iter(messages)
+        for message in messages:
+            waiting = self._receive(message)
+            if waiting is not None:
+                self.batches_waited += 1
+                self._handling_s += time.monotonic() - now
+                return asyncio.ensure_future(self._take_rest(waiting, messages, link))
+        self._batch_left = 0
+        self._handling_s += time.monotonic() - now
+        return None
+
+    async def _take_rest(self, waiting: Awaitable[None], messages: Any, link: int) -> None:
+        while waiting is not None:
+            await self._guarded(waiting)
+            waiting = None
             if link != self._link_no:
-                return  # a socket given up for dead: its session goes on on another
-            if isinstance(chunk, str):
-                message: Any = chunk  # a text message (JSON protocols)
-                n = len(chunk)
-            else:
-                message = ArrayBufferSource(chunk)
-                n = len(message)
-            if self._switching:
-                # Past the handle we resume from: the new connection sends all of it again.
-                self.discarded_after_switch += 1
-                return
-            self._inflight = n
-            now = time.monotonic()
-            if self._link_heard != link:  # the first message on this socket: it works
-                self._link_heard = link
-                self.policy.confirmed()  # no FFI: for the throughput benchmark's messages per second
-            if self._first_message_at is None:
-                self._first_message_at = now
-            self._last_message_at = now
-            self._buffered_max = max(self._buffered_max, self.buffered_bytes())
-            if self.transport_name == WEBSOCKET and hasattr(self.codec, "forgive"):
-                self.codec.forgive(self.transport.queue.take_dropped_seqs())
-            events = self.conn.receive(message, n)
-            # Set up now (Gemini's setupComplete): what the protocol sends at once (the user
-            # turns a resumed session needs again) goes before the sends that waited.
-            becomes_ready = self.conn.ready and self._opening_sent and not self._ready.is_set()
-            outgoing = self.conn.take_outgoing() if becomes_ready else []
-            if outgoing:
-                await self._send(lambda: outgoing, opening=True)
-            if becomes_ready:
-                self._ready.set()
-            for event in events:
-                await self._dispatch(event)
-            self._inflight = 0
-            # Set up before the opening went out: _send_opening sends these first, then opens up.
-            outgoing = [] if self.conn.ready and not self._ready.is_set() else self.conn.take_outgoing()
-            if outgoing:
-                await self._send(lambda: outgoing)
-            grants = self.conn.consumed(n)
-            if grants and self.state == "open":
-                await self._send(lambda: grants, opening=True)
+                for _ in messages:  # given up for dead meanwhile
+                    pass
+                break
+            for message in messages:
+                waiting = self._receive(message)
+                if waiting is not None:
+                    break
+        self._last_message_at = time.monotonic()
+        self._buffered_max = max(self._buffered_max, self.buffered_bytes())
+        self._batch_left = 0
+
+    async def _guarded(self, waiting: Awaitable[None]) -> None:
+        try:
+            await waiting
         except Exception as exc:
             self._remember(self.internal_errors, f"{type(exc).__name__}: {exc}")
         finally:
             self._inflight = 0
+
+    def _receive(self, message: Any) -> Awaitable[None] | None:
+        """One message: its events go to their sinks now when they have room; returns what
+        must still be awaited (a full sink, a send, a control event), or None."""
+        try:
+            n = len(message)
+            self._batch_left -= n
+            if self._switching:
+                # Past the handle we resume from: the new connection sends all of it again.
+                self.discarded_after_switch += 1
+                return None
+            if self._dropped_seqs is not None:
+                self._dropped_seqs()  # numbered frames the classic queue dropped are no gaps
+            events = self.conn.receive(message, n)
+            if self.conn.ready and self._opening_sent and not self._ready.is_set():
+                return self._receive_slowly(events, 0, n, becomes_ready=True)
+            for i, event in enumerate(events):
+                waiting = self._dispatch_now(event)
+                if waiting is not None:
+                    self._inflight = n
+                    return self._receive_slowly(events, i + 1, n, waiting=waiting)
+            return self._after_message(n)
+        except Exception as exc:
+            self._remember(self.internal_errors, f"{type(exc).__name__}: {exc}")
+            return None
+
+    async def _receive_slowly(
+        self,
+        events: list[Event],
+        start: int,
+        n: int,
+        waiting: Awaitable[None] | None = None,
+        becomes_ready: bool = False,
+    ) -> None:
+        self._inflight = n
+        if becomes_ready:
+            # Set up now (Gemini's setupComplete): what the protocol sends at once (the user
+            # turns a resumed session needs again) goes before the sends that waited.
+            outgoing = self.conn.take_outgoing()
+            if outgoing:
+                await self._send(lambda: outgoing, opening=True)
+            self._ready.set()
+        if waiting is not None:
+            await waiting
+        for event in events[start:]:
+            await self._dispatch(event)
+        self._inflight = 0
+        after = self._after_message(n)
+        if after is not None:
+            await after
+
+    def _after_message(self, n: int) -> Awaitable[None] | None:
+        """The protocol's own messages due after one received message, and credit for it."""
+        # Set up before the opening went out: _send_opening sends these first, then opens up.
+        outgoing = [] if self.conn.ready and not self._ready.is_set() else self.conn.take_outgoing()
+        grants = self.conn.consumed(n) if self.conn.credit is not None else []
+        if not outgoing and not (grants and self.state == "open"):
+            return None
+        return self._send_after(outgoing, grants)
+
+    async def _send_after(self, outgoing: list[Message], grants: list[Message]) -> None:
+        if outgoing:
+            await self._send(lambda: outgoing)
+        if grants and self.state == "open":
+            await self._send(lambda: grants, opening=True)
+
+    def _dispatch_now(self, event: Event) -> Awaitable[None] | None:
+        """Text and audio go to a sink with room at once; anything else, or a full sink,
+        returns the awaitable that finishes the job."""
+        channel = event.channel
+        if channel is Channel.TEXT:
+            assert isinstance(event, TextDelta)
+            if not self.renderer.write_now(event.text):
+                return self._dispatch(event)
+            self.text_deltas += 1
+        elif channel is Channel.AUDIO:
+            assert isinstance(event, AudioChunk)
+            rest = self.audio.write_now(event) if self.audio is not None else None
+            if rest is not None:
+                return self._notify_after(rest, event)
+        else:
+            return self._dispatch(event)
+        self._notify(event)
+        return None
+
+    async def _notify_after(self, rest: Awaitable[None], event: Event) -> None:
+        await rest
+        self._notify(event)
+
+    def _notify(self, event: Event) -> None:
+        """Tell the page's listeners (events of the stream, and the client's own: reconnects)."""
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception as exc:
+                self._remember(self.internal_errors, f"event listener failed: {exc!r}")
 
     async def _dispatch(self, event: Event) -> None:
         channel = event.channel
@@ -760,11 +873,7 @@ class Client:
                     self.audio.mark()
                 if self._go_away and self.reconnect:
                     self._switch_connection()  # announced end (goAway, renewal): switch now
-        for listener in self._listeners:
-            try:
-                listener(event)
-            except Exception as exc:
-                self._remember(self.internal_errors, f"event listener failed: {exc!r}")
+        self._notify(event)
 
     async def _on_tool_event(self, event: Event) -> None:
         if isinstance(event, ToolCallStarted):
@@ -1089,7 +1198,7 @@ class Client:
         try:
             await pipe
             return None
-        except JsException as exc:
+        except Exception as exc:  # JsException (WebSocketStream's pipe), or the classic pump's
             return f"stream failed: {exc}"
         finally:
             owner.close()  # the pipe will not call the transform again
@@ -1292,14 +1401,6 @@ class Client:
         self.dead_links += 1
         self._dead_reason = f"connection given up for dead: {why}"
         self._dead.set()
-
-    def _notify(self, event: Event) -> None:
-        """An event of the client's own (reconnects): listeners only, no sink."""
-        for listener in self._listeners:
-            try:
-                listener(event)
-            except Exception as exc:
-                self._remember(self.internal_errors, f"event listener failed: {exc!r}")
 
     def _finish(self, info: dict[str, Any], error: str | None = None) -> None:
         """End the session with the connection core's verdict (``closed`` or ``error``)."""

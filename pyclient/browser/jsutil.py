@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import js
-from pyodide.ffi import JsProxy, create_proxy, to_js
+from pyodide.ffi import create_proxy, to_js
 
 
 def js_object(**fields: Any) -> Any:
@@ -51,29 +51,49 @@ class ProxyOwner:
                 pass
 
 
-class ArrayBufferSource:
-    """``pyclient.frames.ByteSource`` over a received JS ArrayBuffer (or typed array).
+class BatchSource:
+    """``pyclient.frames.ByteSource`` over one binary message of a batch (``js/batch.js``).
 
-    Headers, text and JSON are copied into Python (``bytes_at``); audio payloads stay in JS
-    as zero-copy ``Uint8Array`` views (``view_at``).
+    The batch's bytes were copied into Python once: headers, text and JSON are read from
+    there; audio payloads are zero-copy views of the batch's JS ``Uint8Array`` (``view_at``).
     """
 
-    __slots__ = ("_base", "_buf", "_len")
+    __slots__ = ("_end", "_js", "_mv", "_start")
 
-    def __init__(self, data: JsProxy) -> None:
-        if js.ArrayBuffer.isView(data):
-            self._buf, self._base, self._len = data.buffer, data.byteOffset, data.byteLength
-        else:
-            self._buf, self._base, self._len = data, 0, data.byteLength
+    def __init__(self, mv: memoryview, js_data: Any, start: int, end: int) -> None:
+        self._mv, self._js, self._start, self._end = mv, js_data, start, end
 
     def __len__(self) -> int:
-        return self._len
+        return self._end - self._start
 
     def bytes_at(self, offset: int, length: int) -> bytes:
-        return js.Uint8Array.new(self._buf, self._base + offset, length).to_bytes()
+        start = self._start + offset
+        return bytes(self._mv[start : min(start + length, self._end)])
 
     def view_at(self, offset: int, length: int) -> Any:
-        return js.Uint8Array.new(self._buf, self._base + offset, length)
+        start = self._start + offset
+        return self._js.subarray(start, min(start + length, self._end))
+
+
+def unpack_batch(layout: Any, data: Any, texts: Any) -> tuple[list[Any], int]:
+    """A batch from ``js/batch.js`` as messages (``str`` or ``BatchSource``) and their bytes:
+    three crossings for the whole batch, none per message."""
+    sizes = memoryview(layout.to_bytes()).cast("i").tolist()
+    strings = texts.to_py() if -1 in sizes else []
+    mv = memoryview(data.to_bytes()) if len(strings) < len(sizes) else memoryview(b"")
+    messages: list[Any] = []
+    off = text = nbytes = 0
+    for n in sizes:
+        if n < 0:
+            message = strings[text]
+            text += 1
+            nbytes += len(message)
+            messages.append(message)
+        else:
+            messages.append(BatchSource(mv, data, off, off + n))
+            off += n
+            nbytes += n
+    return messages, nbytes
 
 
 def bytes_to_js(data: bytes) -> Any:

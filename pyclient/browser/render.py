@@ -91,10 +91,18 @@ class TokenRenderer:
         while self.pending_chars >= self.max_pending_chars:
             self._drained.clear()
             await self._drained.wait()
+        self.write_now(text)
+
+    def write_now(self, text: str) -> bool:
+        """Queue ``text`` for the next paint unless too much waits already (then False:
+        ``write`` waits for room)."""
+        if self.pending_chars >= self.max_pending_chars:
+            return False
         self._pending.append(text)
         self.pending_chars += len(text)
         self.pending_bytes += len(text.encode())
         self._schedule()
+        return True
 
     def _schedule(self) -> None:
         if self._scheduled:

@@ -2,18 +2,24 @@
 
 Both expose the same shape to the client:
 
-* ``readable`` -- a JS ``ReadableStream`` of received messages, passed through untouched:
-  text messages as strings, binary ones as ArrayBuffers;
+* ``start(consume, owner)`` -- begin delivering received messages to ``consume(messages,
+  nbytes)``, a batch at a time (text messages as ``str``, binary ones as ``BatchSource``);
+  ``consume`` returns None when it took them all at once, or an awaitable while its sinks are
+  full, and nothing more is delivered until that settles. Returns an awaitable that ends with
+  the stream (raises when it failed). ``owner`` holds the callbacks JavaScript calls;
 * ``await send(data)`` -- send one message (``str``: text, ``bytes``: binary), waiting first if
   the send side is backed up (WebSocketStream: the writer's ``ready``; classic:
   ``bufferedAmount`` watermarks);
 * ``closed`` -- an asyncio future resolved with ``(code, reason)`` when the socket closes.
 
-The classic ``WebSocket`` cannot stop reading, so its messages go into a bounded
-``ReceiveQueue`` (drop-oldest-audio policy, pyclient/flow.py) from which a pull-based
-``ReadableStream`` serves the demux: both transports then feed the same pipeline. Which
-messages are audio that may be dropped is the protocol's business: the transport asks the
-``classify`` callable it was given (``Codec.classify``), it never looks inside a message.
+Messages cross from JavaScript into Python in batches (``js/batch.js``): a call into Python
+per message cost more than the message's work. WebSocketStream's readable is piped into a
+batching sink that stops taking messages while Python's sinks are full, so backpressure still
+reaches TCP. The classic ``WebSocket`` cannot stop reading, so its batches go into a bounded
+``ReceiveQueue`` (drop-oldest-audio policy, pyclient/flow.py) from which the client takes
+them. Which messages are audio that may be dropped is the protocol's business: the transport
+asks the ``classify`` callable it was given (``Codec.classify``), it never looks inside a
+message.
 """
 
 from __future__ import annotations
@@ -27,8 +33,15 @@ import js
 from pyodide.ffi import JsException, to_js
 
 from ..errors import TransportError, TransportUnsupported, UsageError
-from ..flow import DEFAULT_RECEIVE_QUEUE_BYTES, DEFAULT_SEND_HIGH, DEFAULT_SEND_LOW, ReceiveQueue, Watermarks
-from .jsutil import ArrayBufferSource, ProxyOwner, bytes_to_js, js_object
+from ..flow import (
+    DEFAULT_RECEIVE_QUEUE_BYTES,
+    DEFAULT_SEND_HIGH,
+    DEFAULT_SEND_LOW,
+    MIN_RECEIVE_QUEUE_BYTES,
+    ReceiveQueue,
+    Watermarks,
+)
+from .jsutil import ProxyOwner, bytes_to_js, js_object, unpack_batch
 
 Classify = Callable[[Any], tuple[bool, int | None]]  # message -> (droppable audio?, its sequence number)
 
@@ -36,6 +49,9 @@ WEBSOCKETSTREAM = "websocketstream"
 WEBSOCKET = "websocket"
 TRANSPORTS = ("auto", WEBSOCKETSTREAM, WEBSOCKET)
 SEND_POLL_S = 0.005  # classic WebSocket has no event for bufferedAmount falling
+BATCH_MESSAGES = 256  # messages in one crossing into Python, at most ...
+BATCH_BYTES = 64 * 1024  # ... and bytes (one larger message is a batch of its own)
+Consume = Callable[[Any, int], Any]  # (messages, their bytes) -> None, or an awaitable while sinks are full
 
 
 def websocketstream_available() -> bool:
@@ -75,7 +91,8 @@ class _SendStats:
 class WebSocketStreamTransport:
     name = WEBSOCKETSTREAM
 
-    def __init__(self) -> None:
+    def __init__(self, batch: Any) -> None:
+        self._batch = batch  # the js/batch.js module
         self._wss: Any = None
         self._writer: Any = None
         self.readable: Any = None
@@ -83,6 +100,18 @@ class WebSocketStreamTransport:
         self.closed: asyncio.Future = asyncio.get_event_loop().create_future()
         self.send_stats = _SendStats()
         self._closing = False
+        self._batcher: Any = None
+
+    def start(self, consume: Consume, owner: ProxyOwner) -> Any:
+        """Pipe the readable into ``batch.js``'s batching sink; returns the pipe's promise."""
+        batch = self._batch
+
+        def deliver(layout: Any, data: Any, texts: Any) -> Any:
+            messages, nbytes = unpack_batch(layout, data, texts)
+            return consume(messages, nbytes)
+
+        self._batcher = batch.Batcher.new(owner.proxy(deliver), BATCH_MESSAGES, BATCH_BYTES)
+        return self.readable.pipeTo(batch.batchingSink(self._batcher))
 
     async def open(self, url: str, protocols: list[str]) -> None:
         try:
@@ -162,13 +191,14 @@ class WebSocketStreamTransport:
                 pass
 
     def receive_stats(self) -> dict[str, Any]:
-        return {}
+        return batch_stats(self._batcher)
 
     def queued_bytes(self) -> int:
-        return 0
+        """Bytes read from the socket that wait in the batching stage (not yet in Python)."""
+        return int(self._batcher.pendingBytes) if self._batcher is not None else 0
 
     def dispose(self) -> None:
-        pass  # holds no proxies: its streams are plain JS objects
+        pass  # holds no proxies: the client's pipe owner holds the batch callback
 
 
 class ClassicWebSocketTransport:
@@ -176,24 +206,28 @@ class ClassicWebSocketTransport:
 
     def __init__(
         self,
+        batch: Any,
         receive_queue_bytes: int = DEFAULT_RECEIVE_QUEUE_BYTES,
         send_high: int = DEFAULT_SEND_HIGH,
         send_low: int = DEFAULT_SEND_LOW,
         classify: Classify | None = None,
         audio_samples: Callable[[Any], int] | None = None,
     ) -> None:
-        self._classify = classify or (lambda message: (False, None))
-        count = audio_samples or (lambda message: 0)
+        self._batch = batch  # the js/batch.js module
         self._owner = ProxyOwner()
         self._ws: Any = None
+        self._batcher: Any = None
+        # The bound holds for all the page keeps: an eighth of it for the batch gathering in
+        # JavaScript (between two tasks), the rest for the queue.
+        self._batch_bytes = min(BATCH_BYTES, receive_queue_bytes // 8)
         self.queue: ReceiveQueue[Any] = ReceiveQueue(
-            receive_queue_bytes,
-            samples_of=lambda data: count(data if isinstance(data, str) else ArrayBufferSource(data)),
+            max(MIN_RECEIVE_QUEUE_BYTES, receive_queue_bytes - self._batch_bytes),
+            samples_of=audio_samples,
+            classify=classify,
         )
         self.watermarks = Watermarks(send_high, send_low)
         self._arrived = asyncio.Event()
         self._ended = False
-        self.readable: Any = None
         self.protocol = ""
         self.closed: asyncio.Future = asyncio.get_event_loop().create_future()
         self.send_stats = _SendStats()
@@ -215,6 +249,7 @@ class ClassicWebSocketTransport:
                 opened.set_result(None)
 
         def on_close(evt: Any) -> None:
+            self._batcher.handOver()  # what arrived before the close goes first
             self._ended = True
             self._arrived.set()
             if not opened.done():
@@ -225,36 +260,42 @@ class ClassicWebSocketTransport:
         ws.onopen = self._owner.proxy(on_open)
         ws.onclose = self._owner.proxy(on_close)
         ws.onerror = self._owner.proxy(lambda evt: None)  # the close event that follows carries the code
-        ws.onmessage = self._owner.proxy(self._on_message)
+        self._batcher = self._batch.Batcher.new(self._owner.proxy(self._arrive), BATCH_MESSAGES, self._batch_bytes)
+        self._batch.listen(ws, self._batcher)
         await opened
         self.protocol = ws.protocol or ""
-        source = js_object(pull=self._owner.proxy(self._pull), cancel=self._owner.proxy(self._cancel))
-        self.readable = js.ReadableStream.new(source, js_object(highWaterMark=0))
 
-    def _on_message(self, evt: Any) -> None:
-        data = evt.data
-        if isinstance(data, str):
-            self.text_messages += 1
-            n = len(data)
-            droppable, seq = self._classify(data)
-        else:
-            n = data.byteLength
-            droppable, seq = self._classify(ArrayBufferSource(data))
-        self.queue.push(data, n, droppable=droppable, seq=seq)
+    def _arrive(self, layout: Any, data: Any, texts: Any) -> None:
+        """A batch from JavaScript: into the bounded queue (the oldest audio goes when full)."""
+        messages, _ = unpack_batch(layout, data, texts)
+        push = self.queue.push
+        for message in messages:
+            push(message, len(message))  # classified only if the queue must make room
+        self.text_messages += int(texts.length)
         self._arrived.set()
 
-    async def _pull(self, controller: Any) -> None:
-        while not len(self.queue) and not self._ended:
-            self._arrived.clear()
-            await self._arrived.wait()
-        if len(self.queue):
-            data, _n = self.queue.pop()
-            controller.enqueue(data)
-        else:
-            controller.close()
+    def start(self, consume: Consume, owner: ProxyOwner) -> asyncio.Future:
+        """Hand the queued messages to ``consume`` until the socket closed and the queue is
+        empty; returns the task doing it."""
+        return asyncio.ensure_future(self._pump(consume))
 
-    def _cancel(self, reason: Any = None) -> None:
-        self.close(1000, "reader cancelled")
+    async def _pump(self, consume: Consume) -> None:
+        while True:
+            while not len(self.queue) and not self._ended:
+                self._arrived.clear()
+                await self._arrived.wait()
+            if not len(self.queue):
+                return
+            # Taken one by one as the client gets to them: a message still queued can be
+            # dropped for newer ones (the oldest audio), and counts in queued_bytes.
+            waiting = consume(self._popping(), 0)
+            if waiting is not None:
+                await waiting
+
+    def _popping(self) -> Any:
+        queue = self.queue
+        while len(queue):
+            yield queue.pop()[0]
 
     async def send(self, data: bytes | str) -> None:
         ws = self._ws
@@ -291,7 +332,7 @@ class ClassicWebSocketTransport:
 
     def abandon(self, reason: str) -> None:
         """Give the socket up (dead, half-open): ``closed`` resolves now with 1006 and
-        ``reason``, the readable ends, pending sends fail, and a close is attempted."""
+        ``reason``, the pump ends, pending sends fail, and a close is attempted."""
         self.close(4000, "dead connection")
         self._ended = True
         self._arrived.set()
@@ -299,28 +340,41 @@ class ClassicWebSocketTransport:
             self.closed.set_result((1006, reason))
 
     def receive_stats(self) -> dict[str, Any]:
-        st = self.queue.stats()
+        st = self.queue.stats() | batch_stats(self._batcher)
         st["text_messages"] = self.text_messages
         st["buffered_amount_max"] = self.buffered_amount_max
         return st
 
     def queued_bytes(self) -> int:
-        return self.queue.bytes
+        pending = int(self._batcher.pendingBytes) if self._batcher is not None else 0
+        return self.queue.bytes + pending
 
     def dispose(self) -> None:
         ws = self._ws
         if ws is not None:  # a socket given up for dead may still fire events: nobody listens now
             ws.onopen = ws.onclose = ws.onerror = ws.onmessage = None
+        if self._batcher is not None:
+            self._batcher.close()
         self._owner.close()
+
+
+def batch_stats(batcher: Any) -> dict[str, Any]:
+    if batcher is None:
+        return {}
+    return {
+        "batches": int(batcher.batches),
+        "batched_messages": int(batcher.messages),
+        "largest_batch": int(batcher.largestBatch),
+    }
 
 
 async def _awaited(promise: Any) -> Any:
     return await promise
 
 
-def make_transport(name: str, **options: Any) -> WebSocketStreamTransport | ClassicWebSocketTransport:
-    """``options`` (receive_queue_bytes, send_high, send_low, classify, audio_samples) apply to the
-    classic one."""
+def make_transport(name: str, batch: Any, **options: Any) -> WebSocketStreamTransport | ClassicWebSocketTransport:
+    """``batch``: the js/batch.js module. ``options`` (receive_queue_bytes, send_high,
+    send_low, classify, audio_samples) apply to the classic one."""
     if name == WEBSOCKETSTREAM:
-        return WebSocketStreamTransport()
-    return ClassicWebSocketTransport(**options)
+        return WebSocketStreamTransport(batch)
+    return ClassicWebSocketTransport(batch, **options)

@@ -53,6 +53,26 @@ def test_incoming_audio_is_dropped_when_only_text_is_queued() -> None:
     assert q.dropped_samples == 10
 
 
+def test_messages_are_classified_only_when_the_queue_must_make_room() -> None:
+    asked: list[str] = []
+
+    def classify(item: str) -> tuple[bool, int | None]:
+        asked.append(item)
+        return item.startswith("a"), int(item[1:])
+
+    q: ReceiveQueue[str] = ReceiveQueue(max_bytes=100, classify=classify)
+    for item in ("a1", "t2", "a3"):
+        q.push(item, 30)
+    assert asked == []  # room for all: nobody looked inside
+    q.push("t4", 30)  # over: the oldest audio goes
+    assert asked == ["a1"] and q.take_dropped_seqs() == [1]
+    q.push("a5", 30)  # over again: a3 is the oldest audio left (t2 was asked once, not again)
+    assert asked == ["a1", "t2", "a3"] and q.take_dropped_seqs() == [3]
+    q.push("a6", 40)  # nothing droppable queued but a5: it goes, then a6 fits
+    assert [q.pop()[0] for _ in range(len(q))] == ["t2", "t4", "a6"]
+    assert q.dropped_frames == 3
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.integers(20, 400), st.booleans(), st.booleans()), max_size=60))
 def test_queue_invariants(ops: list[tuple[int, bool, bool]]) -> None:
