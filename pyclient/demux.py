@@ -118,7 +118,7 @@ class Demux:
         """Route every frame of one whole WebSocket message."""
         if isinstance(src, (bytes, bytearray, memoryview)):
             src = BytesSource(src)
-        out: list[Event] = list(self.tools.expire())
+        out: list[Event] = self.tools.expire()
         for decoded in self.decoder.feed_message(src):
             self._route_one(decoded, out)
         return out
@@ -149,13 +149,13 @@ class Demux:
 
     # ------------------------------------------------------------------ internals
 
-    def _count(self, decoded: Decoded, nbytes: int, channel: Channel) -> None:
+    def _count(self, decoded: Decoded, nbytes: int, channel: str) -> None:
         st = self.stats
         st.frames += 1
         st.bytes += nbytes
         kind = _KIND_NAMES.get(decoded.kind, "malformed") if not isinstance(decoded, Malformed) else "malformed"
         st.frames_by_kind[kind] = st.frames_by_kind.get(kind, 0) + 1
-        st.bytes_by_channel[channel.value] = st.bytes_by_channel.get(channel.value, 0) + nbytes
+        st.bytes_by_channel[channel] = st.bytes_by_channel.get(channel, 0) + nbytes
 
     def _check_seq(self, seq: int | None, out: list[Event]) -> None:
         if seq is None:
@@ -185,34 +185,35 @@ class Demux:
     def _route(self, d: Decoded, out: list[Event]) -> None:
         if isinstance(d, Malformed):
             self.stats.malformed += 1
-            self._count(d, d.nbytes, Channel.CONTROL)
+            self._count(d, d.nbytes, _CONTROL)
             self._check_seq(d.seq, out)
             out.append(ProtocolErrorEvent(d.reason, d.nbytes, d.seq, d.kind))
             return
         self._check_seq(d.seq, out)
         if isinstance(d, AudioFrame):
-            self._count(d, d.nbytes, Channel.AUDIO)
+            self._count(d, d.nbytes, _AUDIO)
             out.append(AudioChunk(d.item_id, d.sample_rate, d.pcm, d.samples, d.final, d.seq))
         elif isinstance(d, TextFrame):
-            self._count(d, len(d.data), Channel.TEXT)
+            self._count(d, len(d.data), _TEXT)
             text = self._utf8.decode(d.data)
             if text:
                 out.append(TextDelta(text))
         elif isinstance(d, ToolCallFrame):
-            self._count(d, len(d.arguments_delta), Channel.TOOLS)
+            self._count(d, len(d.arguments_delta), _TOOLS)
             out.extend(self.tools.feed(d))
         elif isinstance(d, ControlFrame):
-            self._count(d, 0, Channel.CONTROL)
+            self._count(d, 0, _CONTROL)
             out.append(_control_event(d))
         elif isinstance(d, CreditFrame):
-            self._count(d, 0, Channel.CONTROL)
+            self._count(d, 0, _CONTROL)
             out.append(CreditGranted(d.grant))
         elif isinstance(d, ToolResultFrame):
-            self._count(d, 0, Channel.CONTROL)
+            self._count(d, 0, _CONTROL)
             out.append(ProtocolErrorEvent("tool result frames only travel from client to server", 0, d.seq))
 
 
 _KIND_NAMES = {k.value: k.name.lower() for k in Kind}
+_AUDIO, _TEXT, _TOOLS, _CONTROL = (c.value for c in (Channel.AUDIO, Channel.TEXT, Channel.TOOLS, Channel.CONTROL))
 
 
 def _control_event(d: ControlFrame) -> Event:

@@ -20,6 +20,7 @@ Three mechanisms, one per situation (docs/PROTOCOL.md has the wire side):
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,12 +57,14 @@ class Watermarks:
         return self.paused
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Entry(Generic[T]):
-    item: T
+    item: T | None
     nbytes: int
     droppable: bool | None  # None: not asked yet (the queue asks ``classify`` when it must drop)
     seq: int | None
+    order: int  # arrival number
+    gone: bool = False  # dropped (its item released; skipped when it reaches the head)
 
 
 MIN_RECEIVE_QUEUE_BYTES = 16
@@ -89,7 +92,11 @@ class ReceiveQueue(Generic[T]):
         self.max_bytes = max_bytes
         self._samples_of = samples_of
         self._classify = classify or (lambda item: (False, None))
-        self._q: deque[_Entry[T]] = deque()
+        self._q: deque[_Entry[T]] = deque()  # arrival order, dropped entries included (marked gone)
+        self._unknown: deque[_Entry[T]] = deque()  # live entries not classified yet, in arrival order
+        self._audio: list[tuple[int, _Entry[T]]] = []  # live droppable entries: a heap by arrival
+        self._live = 0
+        self._order = 0
         self.bytes = 0
         self.bytes_max = 0
         self.dropped_frames = 0
@@ -99,7 +106,7 @@ class ReceiveQueue(Generic[T]):
         self._dropped_seqs: list[int] = []
 
     def __len__(self) -> int:
-        return len(self._q)
+        return self._live
 
     def push(self, item: T, nbytes: int, *, droppable: bool | None = None, seq: int | None = None) -> None:
         """Queue ``item``; ``droppable`` marks a message made of one audio frame (None: ask
@@ -107,22 +114,39 @@ class ReceiveQueue(Generic[T]):
         if self.bytes + nbytes > self.max_bytes:
             while self.bytes + nbytes > self.max_bytes and self._drop_oldest_audio():
                 pass
-        if self.bytes + nbytes > self.max_bytes:
-            if droppable is None:
-                droppable, seq = self._classify(item)
-            if droppable:
-                self._count_drop(item, nbytes, seq)
-                return
-            self.over_bound += 1
-        self._q.append(_Entry(item, nbytes, droppable, seq))
+            if self.bytes + nbytes > self.max_bytes:
+                if droppable is None:
+                    droppable, seq = self._classify(item)
+                if droppable:
+                    self._count_drop(item, nbytes, seq)
+                    return
+                self.over_bound += 1
+        self._order += 1
+        e = _Entry(item, nbytes, droppable, seq, self._order)
+        self._q.append(e)
+        if droppable is None:
+            self._unknown.append(e)
+        elif droppable:
+            heapq.heappush(self._audio, (e.order, e))
+        self._live += 1
         self.bytes += nbytes
         self.bytes_max = max(self.bytes_max, self.bytes)
 
     def pop(self) -> tuple[T, int]:
         """The oldest message and its size. Raises IndexError when empty."""
+        if not self._live:
+            raise IndexError("pop from an empty ReceiveQueue")
         e = self._q.popleft()
+        while e.gone:
+            e = self._q.popleft()
+        # The oldest live entry is also the oldest of its kind: the head of its index.
+        if e.droppable is None:
+            self._unknown.popleft()
+        elif e.droppable:
+            heapq.heappop(self._audio)
+        self._live -= 1
         self.bytes -= e.nbytes
-        return e.item, e.nbytes
+        return e.item, e.nbytes  # type: ignore[return-value]
 
     def take_dropped_seqs(self) -> list[int]:
         """Sequence numbers of dropped frames since the last call (for gap accounting)."""
@@ -130,15 +154,22 @@ class ReceiveQueue(Generic[T]):
         return seqs
 
     def _drop_oldest_audio(self) -> bool:
-        for i, e in enumerate(self._q):
-            if e.droppable is None:
-                e.droppable, e.seq = self._classify(e.item)
+        """Drop the oldest queued audio message: O(log n), each message classified at most once
+        (a queue held over its bound by text must not rescan itself on every push)."""
+        while self._unknown:
+            e = self._unknown.popleft()
+            e.droppable, e.seq = self._classify(e.item)  # type: ignore[arg-type]
             if e.droppable:
-                del self._q[i]
-                self.bytes -= e.nbytes
-                self._count_drop(e.item, e.nbytes, e.seq)
-                return True
-        return False
+                heapq.heappush(self._audio, (e.order, e))
+        if not self._audio:
+            return False
+        _, e = heapq.heappop(self._audio)
+        e.gone = True
+        self._live -= 1
+        self.bytes -= e.nbytes
+        self._count_drop(e.item, e.nbytes, e.seq)  # type: ignore[arg-type]
+        e.item = None  # released now, though its place in the line goes when it reaches the head
+        return True
 
     def _count_drop(self, item: T, nbytes: int, seq: int | None) -> None:
         self.dropped_frames += 1

@@ -74,6 +74,11 @@ class Kind(IntEnum):
     CREDIT = 6
 
 
+# Plain ints for the per-frame hot path (an enum member lookup is a descriptor call).
+_AUDIO, _TEXT, _CREDIT = int(Kind.AUDIO), int(Kind.TEXT), int(Kind.CREDIT)
+_JSON_KINDS = frozenset((int(Kind.TOOL_CALL), int(Kind.TOOL_RESULT), int(Kind.CONTROL)))
+
+
 class Flag(IntFlag):
     NONE = 0
     FIN = 1  # TOOL_CALL: last argument fragment; AUDIO: last frame of an audio item
@@ -484,8 +489,10 @@ def _load_json_object(raw: bytes) -> tuple[dict[str, Any], str] | str:
 
 def decode_payload(kind: int, flags: int, seq: int, src: ByteSource, offset: int, length: int) -> Decoded:
     """Decode the payload of a frame whose header was valid."""
+    if kind == _TEXT:
+        return TextFrame(seq, src.bytes_at(offset, length), flags)
     nbytes = HEADER_SIZE + length
-    if kind == Kind.AUDIO:
+    if kind == _AUDIO:
         if length < AUDIO_META_SIZE or (length - AUDIO_META_SIZE) % 2:
             return Malformed(
                 f"audio payload of {length} bytes: need {AUDIO_META_SIZE} bytes of metadata "
@@ -502,14 +509,12 @@ def decode_payload(kind: int, flags: int, seq: int, src: ByteSource, offset: int
         pcm_len = length - AUDIO_META_SIZE
         pcm = src.view_at(offset + AUDIO_META_SIZE, pcm_len)
         return AudioFrame(seq, rate, item_id, pcm, pcm_len, flags)
-    if kind == Kind.TEXT:
-        return TextFrame(seq, src.bytes_at(offset, length), flags)
-    if kind == Kind.CREDIT:
+    if kind == _CREDIT:
         if length != CREDIT_PAYLOAD.size:
             return Malformed(f"credit payload of {length} bytes, expected 4", nbytes, seq, kind)
         (grant,) = CREDIT_PAYLOAD.unpack(src.bytes_at(offset, length))
         return CreditFrame(seq, grant, flags)
-    if kind not in (Kind.TOOL_CALL, Kind.TOOL_RESULT, Kind.CONTROL):
+    if kind not in _JSON_KINDS:
         return Malformed(f"unknown frame kind {kind}", nbytes, seq, kind)
 
     loaded = _load_json_object(src.bytes_at(offset, length))

@@ -305,7 +305,8 @@ class Client:
         self.batches_taken = 0  # batches of received messages handed to the client
         self.batches_waited = 0  # ... of which one had to wait for a sink (the rest took no asyncio hop)
         self._handling_s = 0.0  # main-thread time spent taking them (up to the first wait)
-        self._dropped_seqs: Callable[[], None] | None = None  # classic: forgive the frames its queue dropped
+        self._drop_queue: Any = None  # classic: its receive queue (the frames it dropped are no gaps)
+        self._drops_seen = 0
         self._first_message_at: float | None = None
         self._last_message_at: float | None = None
         self._buffered_max = 0
@@ -451,11 +452,9 @@ class Client:
             transport.dispose()  # a failed open must not leak its proxies
             raise
         self.transport = transport
-        forgive = getattr(self.codec, "forgive", None)
-        queue = getattr(transport, "queue", None)
-        self._dropped_seqs = (
-            None if forgive is None or queue is None else lambda: forgive(queue.take_dropped_seqs())  # type: ignore[misc]
-        )
+        # Classic: numbered frames its queue dropped on purpose are no sequence gaps.
+        self._drop_queue = getattr(transport, "queue", None) if hasattr(self.codec, "forgive") else None
+        self._drops_seen = 0
         # The socket closed for good: calls waiting for a person can no longer be answered,
         # and a stream stalled on a full approval queue must not wait for a decision. (A
         # connection that will be resumed keeps them: the same session answers them.)
@@ -767,8 +766,10 @@ class Client:
                 # Past the handle we resume from: the new connection sends all of it again.
                 self.discarded_after_switch += 1
                 return None
-            if self._dropped_seqs is not None:
-                self._dropped_seqs()  # numbered frames the classic queue dropped are no gaps
+            queue = self._drop_queue
+            if queue is not None and queue.dropped_frames != self._drops_seen:
+                self._drops_seen = queue.dropped_frames
+                self.codec.forgive(queue.take_dropped_seqs())  # dropped on purpose: no gaps
             events = self.conn.receive(message, n)
             if self.conn.ready and self._opening_sent and not self._ready.is_set():
                 return self._receive_slowly(events, 0, n, becomes_ready=True)

@@ -261,6 +261,7 @@ class OpenAIRealtimeCodec(Codec):
         self._history: deque[dict[str, str]] = deque()
         self._history_chars = 0
         self._replies: dict[str, list[str]] = {}  # response_id -> [first message item id, text...]
+        self._reply_chars: dict[str, int] = {}  # response_id -> characters kept in its reply
         self.replayed_items = 0
         self.responses_asked_again = 0  # response.create after a replay: the loss cut a response
         self._answer_again = False
@@ -396,6 +397,7 @@ class OpenAIRealtimeCodec(Codec):
         self._active.clear()
         self._audio_items = _Bounded(self._max_tracked)  # the new session cannot truncate them
         self._replies.clear()
+        self._reply_chars.clear()
         self._calls.clear()
         self._call_by_item.clear()
         self._closed_calls = _Bounded(self._max_tracked)
@@ -511,6 +513,7 @@ class OpenAIRealtimeCodec(Codec):
         self._active.pop(rid, None)
         self._wait_for_done = False
         reply = self._replies.pop(rid, None)
+        self._reply_chars.pop(rid, None)
         if reply is not None:
             self._remember("assistant", "".join(reply[1:]), reply[0])
         state = self._responses.get(rid)
@@ -636,8 +639,10 @@ class OpenAIRealtimeCodec(Codec):
             if len(self._replies) >= self._max_tracked:
                 return
             reply = self._replies[rid] = [item_id if isinstance(item_id, str) else ""]
-        if sum(map(len, reply)) < MAX_HISTORY_ITEM_CHARS:
+        kept = self._reply_chars.get(rid, 0)  # a running total: a sum per delta made long replies quadratic
+        if kept < MAX_HISTORY_ITEM_CHARS:
             reply.append(text)
+            self._reply_chars[rid] = kept + len(text)
 
     def _text_done(self, event: dict[str, Any], from_audio: bool, key: str) -> list[Event]:
         full = event.get(key)

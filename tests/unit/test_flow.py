@@ -64,33 +64,59 @@ def test_messages_are_classified_only_when_the_queue_must_make_room() -> None:
     for item in ("a1", "t2", "a3"):
         q.push(item, 30)
     assert asked == []  # room for all: nobody looked inside
-    q.push("t4", 30)  # over: the oldest audio goes
-    assert asked == ["a1"] and q.take_dropped_seqs() == [1]
-    q.push("a5", 30)  # over again: a3 is the oldest audio left (t2 was asked once, not again)
-    assert asked == ["a1", "t2", "a3"] and q.take_dropped_seqs() == [3]
-    q.push("a6", 40)  # nothing droppable queued but a5: it goes, then a6 fits
+    q.push("t4", 30)  # over: what is queued is classified, once each; the oldest audio goes
+    assert asked == ["a1", "t2", "a3"] and q.take_dropped_seqs() == [1]
+    q.push("a5", 30)  # over again: only t4 is new to ask about; a3 is the oldest audio left
+    assert asked == ["a1", "t2", "a3", "t4"] and q.take_dropped_seqs() == [3]
+    q.push("a6", 40)  # a5 is the only audio queued: it goes, then a6 fits
+    assert asked == ["a1", "t2", "a3", "t4", "a5"]
     assert [q.pop()[0] for _ in range(len(q))] == ["t2", "t4", "a6"]
     assert q.dropped_frames == 3
 
 
+def test_a_queue_held_over_its_bound_by_text_does_not_rescan_itself() -> None:
+    asked: list[int] = []
+
+    def classify(item: int) -> tuple[bool, int | None]:
+        asked.append(item)
+        return False, None
+
+    q: ReceiveQueue[int] = ReceiveQueue(max_bytes=100, classify=classify)
+    for i in range(5000):  # text only: admitted over the bound, each asked about once
+        q.push(i, 10)
+    assert sorted(asked) == list(range(5000)) and q.over_bound == 4990 and len(q) == 5000
+    assert [q.pop()[0] for _ in range(3)] == [0, 1, 2]
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(st.integers(20, 400), st.booleans(), st.booleans()), max_size=60))
-def test_queue_invariants(ops: list[tuple[int, bool, bool]]) -> None:
-    q: ReceiveQueue[int] = ReceiveQueue(max_bytes=1000)
-    pushed_text = popped_text = 0
+@given(
+    st.lists(
+        st.tuples(st.integers(20, 400), st.sampled_from([True, False, None]), st.booleans()),
+        max_size=60,
+    )
+)
+def test_queue_invariants(ops: list[tuple[int, bool | None, bool]]) -> None:
+    # Audio items are >= 0, text < 0; droppable None: left to classify (told or asked: mixed).
+    q: ReceiveQueue[int] = ReceiveQueue(max_bytes=1000, classify=lambda item: (item >= 0, None))
+    pushed_text = 0
+    popped: list[int] = []
     for i, (n, droppable, pop) in enumerate(ops):
-        q.push(i if droppable else -1 - i, n, droppable=droppable, seq=i)
-        pushed_text += not droppable
+        item = i if droppable or (droppable is None and i % 2) else -1 - i
+        q.push(item, n, droppable=None if droppable is None else item >= 0, seq=i)
+        pushed_text += item < 0
         if pop and len(q):
             item, _ = q.pop()
-            popped_text += item < 0
+            popped.append(item)
         # Only non-droppable messages may push the queue over its bound.
-        audio_bytes = sum(e.nbytes for e in q._q if e.droppable)
+        live = [e for e in q._q if not e.gone]
+        audio_bytes = sum(e.nbytes for e in live if e.item >= 0)
         assert audio_bytes <= q.max_bytes
-        assert q.bytes == sum(e.nbytes for e in q._q)
+        assert q.bytes == sum(e.nbytes for e in live) and len(q) == len(live)
     while len(q):
-        popped_text += q.pop()[0] < 0
-    assert popped_text == pushed_text  # text is never dropped
+        popped.append(q.pop()[0])
+    assert [x for x in popped if x < 0] == sorted((x for x in popped if x < 0), reverse=True)  # in order
+    assert popped == sorted(popped, key=lambda x: x if x >= 0 else -1 - x)  # arrival order overall
+    assert sum(x < 0 for x in popped) == pushed_text  # text is never dropped
 
 
 def test_credit_window_batches_updates() -> None:
