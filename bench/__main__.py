@@ -11,8 +11,11 @@ PROGRAMS = {
     "load": "bench.load",
     "reconnect": "bench.reconnect",
     "fuzz": "bench.fuzz",
+    "latency": "bench.latency",
+    "mainthread": "bench.mainthread",
     "screenshot": "bench.screenshot",
     "soak": "bench.soak",
+    "startup": "bench.startup",
     "throughput": "bench.throughput",
 }
 

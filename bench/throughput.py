@@ -1,57 +1,44 @@
 """Throughput benchmark: pyclient against a pure-JavaScript reference client doing the same work.
 
-    python -m bench throughput [--tokens N] [--runs R]
+    python -m bench throughput [--tokens N] [--runs R] [--protocols P,...] [--profile]
 
-Scenario: ``/ws?scenario=chat&turns=1&tokens=N&burst=0&pause=0``: the dev server sends one
-pyclient.v1 TEXT frame per message as fast as the client reads (plus a tool call, answered by
-both clients). Each client counts the messages it handled and times the first and the last one
-(``receive.first_message_ms`` / ``last_message_ms``); messages per second is (messages - 1) /
-(last - first). The reference (``web/lab/reference.html``) parses the header, checks sequence
-numbers, routes by kind, decodes text incrementally and renders it once per animation frame,
-copies audio into a ring and answers tool calls: the work pyclient does, in JavaScript.
-Configurations: Chromium on WebSocketStream and on the classic WebSocket, Firefox on the
-classic WebSocket (it has no WebSocketStream). The median of ``--runs`` runs is reported, side by
-side in one run of this program. Writes docs/benchmarks/throughput.{json,md,png}.
+Scenario: ``chat&turns=1&tokens=N&burst=0&pause=0``: the dev server sends one message per
+token as fast as the client reads (plus a tool call, answered by both clients), in each
+protocol: pyclient.v1 binary frames, OpenAI Realtime and Gemini Live JSON events (the dev
+server's emulations). Each client counts the messages it handled and times the first and
+the last one (``receive.first_message_ms`` / ``last_message_ms``); messages per second is
+(messages - 1) / (last - first). The reference (``web/lab/reference.html``) parses, routes,
+decodes text incrementally and renders it once per animation frame, copies audio into a ring
+and answers tool calls: the work pyclient does, in JavaScript. pyclient runs in
+``web/lab/pyclient.html`` (the client alone, no demo UI). Configurations: Chromium on
+WebSocketStream and on the classic WebSocket, Firefox on the classic WebSocket (it has no
+WebSocketStream). The median of ``--runs`` runs is reported, side by side in one run of this
+program. Writes docs/benchmarks/throughput.{json,md,png}.
 
-Only pyclient.v1 for now: the reference speaks neither OpenAI's nor Gemini's JSON yet.
-
-``--profile`` adds one more pyclient run in Chromium (WebSocketStream) under the V8 CPU profiler
-(CDP ``Profiler``): the functions with the most self time, JavaScript and WebAssembly (Pyodide's
-interpreter), go into the report. Profiling slows the run; its rate is not reported.
+``--profile`` adds one more pyclient run per protocol in Chromium (WebSocketStream) under the
+V8 CPU profiler (CDP ``Profiler``): the functions with the most self time, JavaScript and
+WebAssembly (Pyodide's interpreter), go into the report. Profiling slows the run; its rate
+is not reported.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import statistics
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 from playwright.sync_api import sync_playwright
 
-from devserver.harness import ROOT, launch_args, start_server
+from devserver.harness import launch_args, start_server
 
-OUT = ROOT / "docs" / "benchmarks"
-CONFIGS = [("chromium", "websocketstream"), ("chromium", "websocket"), ("firefox", "websocket")]
-CLIENTS = [("js reference", "lab/reference.html"), ("pyclient", "")]
-SESSION_TIMEOUT_MS = 600_000
+from .pagetools import CLIENTS, CONFIGS, OUT, PROTOCOLS, machine, median, page_url, ratio, run_session
 
 
 def run_once(page: Any, url: str) -> dict[str, Any]:
-    page.goto(url)
-    page.wait_for_function("document.body.dataset.pyclient === 'ready'", timeout=120_000)
-    page.wait_for_function(
-        "window.pyclientStats && ['closed', 'error'].includes(pyclientStats().state)",
-        timeout=SESSION_TIMEOUT_MS,
-        polling=500,
-    )
-    s = page.evaluate("pyclientStats()")
+    s = run_session(page, url)
     r = s["receive"]
-    seconds = (r["last_message_ms"] - r["first_message_ms"]) / 1000
+    seconds = (r["last_message_ms"] - r["first_message_ms"]) / 1000 if r.get("first_message_ms") else 0
     return {
         "state": s["state"],
         "transport": s["transport"],
@@ -60,6 +47,10 @@ def run_once(page: Any, url: str) -> dict[str, Any]:
         "messages_per_s": (s["messages_in"] - 1) / seconds if seconds > 0 else None,
         "chars_rendered": s["text"]["chars_rendered"],
         "tool_results": s["tools"]["results_sent"],
+        "batches": r.get("batches_taken"),
+        "batches_waited": r.get("batches_waited"),
+        "largest_batch": r.get("largest_batch"),
+        "handling_ms": r.get("handling_ms"),
     }
 
 
@@ -69,13 +60,15 @@ def main(argv: list[str]) -> int:
     )
     ap.add_argument("--tokens", type=int, default=20_000)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--protocols", default=",".join(PROTOCOLS))
     ap.add_argument("--out", type=Path, default=OUT)
-    ap.add_argument("--profile", action="store_true", help="profile one pyclient run in Chromium (CDP)")
+    ap.add_argument("--profile", action="store_true", help="profile one pyclient run per protocol in Chromium (CDP)")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    scenario = {"scenario": "chat", "turns": 1, "tokens": args.tokens, "burst": 0, "pause": 0}
+    protocols = [x for x in args.protocols.split(",") if x]
+    scenario = {"scenario": "chat", "turns": 1, "tokens": args.tokens, "burst": 0, "pause": 0, "audio": "off"}
     rows: list[dict[str, Any]] = []
-    profile: list[dict[str, Any]] = []
+    profiles: dict[str, list[dict[str, Any]]] = {}
     versions: dict[str, str] = {}
     server = start_server()
     try:
@@ -84,60 +77,85 @@ def main(argv: list[str]) -> int:
                 browser = getattr(p, browser_name).launch(**launch_args(browser_name))
                 versions[browser_name] = browser.version
                 page = browser.new_page()
-                for client, path in CLIENTS:
-                    query = {**scenario, "transport": transport, "autostart": 1}
-                    if client == "pyclient":
-                        query["audio"] = "off"
-                    runs = []
-                    for k in range(args.runs):
-                        print(f"{browser_name} / {transport} / {client} run {k + 1} ...", flush=True)
-                        runs.append(run_once(page, server.url + path + "?" + urlencode(query)))
-                    rates = [r["messages_per_s"] for r in runs if r["messages_per_s"]]
-                    rows.append(
-                        {
-                            "browser": browser_name,
-                            "transport": transport,
-                            "client": client,
-                            "messages_per_s_median": statistics.median(rates) if rates else None,
-                            "runs": runs,
-                        }
-                    )
-                if args.profile and browser_name == "chromium" and transport == "websocketstream":
-                    query = {**scenario, "transport": transport, "autostart": 1, "audio": "off"}
-                    print("chromium / websocketstream / pyclient under the CPU profiler ...", flush=True)
-                    profile = profile_run(page, server.url + "?" + urlencode(query))
+                for protocol in protocols:
+                    for client, path in CLIENTS:
+                        url = page_url(server.url, path, protocol, {**scenario, "transport": transport})
+                        runs = []
+                        for k in range(args.runs):
+                            print(f"{protocol} / {browser_name} / {transport} / {client} run {k + 1} ...", flush=True)
+                            runs.append(run_once(page, url))
+                        rows.append(
+                            {
+                                "protocol": protocol,
+                                "browser": browser_name,
+                                "transport": transport,
+                                "client": client,
+                                "messages_per_s_median": median([r["messages_per_s"] for r in runs]),
+                                "runs": runs,
+                            }
+                        )
+                    if args.profile and browser_name == "chromium" and transport == "websocketstream":
+                        print(f"{protocol} / chromium / websocketstream / pyclient under the CPU profiler ...")
+                        url = page_url(server.url, CLIENTS[1][1], protocol, {**scenario, "transport": transport})
+                        profiles[protocol] = profile_run(page, url)
                 browser.close()
     finally:
         server.stop()
-    by = {(r["browser"], r["transport"], r["client"]): r["messages_per_s_median"] for r in rows}
+    md = report(rows, profiles, protocols, versions, args)
+    (args.out / "throughput.md").write_text(md)
+    (args.out / "throughput.json").write_text(
+        json.dumps(
+            {"args": vars(args) | {"out": str(args.out)}, "versions": versions, "rows": rows, "profiles": profiles},
+            indent=1,
+        )
+    )
+    _plot(args.out / "throughput.png", rows, protocols)
+    print(md)
+    return 0
+
+
+def report(
+    rows: list[dict[str, Any]],
+    profiles: dict[str, list[dict[str, Any]]],
+    protocols: list[str],
+    versions: dict[str, str],
+    args: argparse.Namespace,
+) -> str:
+    by = {(r["protocol"], r["browser"], r["transport"], r["client"]): r for r in rows}
     lines = [
         "# Throughput: pyclient against a JavaScript reference client",
         "",
-        f"`chat` scenario, {args.tokens:,} tokens, one pyclient.v1 TEXT frame per message, as fast as the client "
-        f"reads; median of {args.runs} runs each, side by side in one run of `bench/throughput.py`. Messages per "
-        "second between the first and the last message the client handled. The reference "
-        "(`web/lab/reference.html`) does the same work in JavaScript: header, sequence check, routing, "
-        "incremental UTF-8, text rendered once per animation frame, tool calls answered.",
+        f"`chat` scenario, {args.tokens:,} tokens, one message per token, as fast as the client reads; median "
+        f"of {args.runs} runs each, side by side in one run of `bench/throughput.py`. Messages per second "
+        "between the first and the last message the client handled. The reference (`web/lab/reference.html`) "
+        "does the same work in JavaScript: parse, route, incremental UTF-8 (pyclient.v1), text rendered once "
+        "per animation frame, tool calls answered. pyclient runs alone in `web/lab/pyclient.html`.",
         "",
-        f"Machine: {platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}; browsers: "
-        + ", ".join(f"{k} {v}" for k, v in versions.items())
-        + ".",
+        machine(versions),
         "",
-        "| browser | transport | JS reference (msg/s) | pyclient (msg/s) | pyclient / JS |",
-        "|---|---|---|---|---|",
+        "| protocol | browser | transport | JS reference (msg/s) | pyclient (msg/s) | pyclient / JS "
+        "| pyclient batches (largest) |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for browser_name, transport in CONFIGS:
-        js_rate = by.get((browser_name, transport, "js reference"))
-        py_rate = by.get((browser_name, transport, "pyclient"))
-        ratio = f"{py_rate / js_rate:.2f}x" if js_rate and py_rate else "n/a"
-        js_text = f"{js_rate:,.0f}" if js_rate else "n/a"
-        py_text = f"{py_rate:,.0f}" if py_rate else "n/a"
-        lines.append(f"| {browser_name} | {transport} | {js_text} | {py_text} | {ratio} |")
-    if profile:
+    for protocol in protocols:
+        for browser_name, transport in CONFIGS:
+            js_row = by.get((protocol, browser_name, transport, "js reference"))
+            py_row = by.get((protocol, browser_name, transport, "pyclient"))
+            js_rate = js_row and js_row["messages_per_s_median"]
+            py_rate = py_row and py_row["messages_per_s_median"]
+            batches = "n/a"
+            if py_row and py_row["runs"] and py_row["runs"][0].get("batches") is not None:
+                first = py_row["runs"][0]
+                batches = f"{first['batches']:,} ({first['largest_batch']})"
+            lines.append(
+                f"| {protocol} | {browser_name} | {transport} | {f'{js_rate:,.0f}' if js_rate else 'n/a'} | "
+                f"{f'{py_rate:,.0f}' if py_rate else 'n/a'} | {ratio(py_rate, js_rate)} | {batches} |"
+            )
+    for protocol, profile in profiles.items():
         total = sum(p["self_ms"] for p in profile) or 1
         lines += [
             "",
-            "## Where pyclient's time goes (Chromium, WebSocketStream, V8 CPU profile of one run)",
+            f"## Where pyclient's time goes: {protocol} (Chromium, WebSocketStream, V8 CPU profile of one run)",
             "",
             "Self time by function over the whole run (page idle time excluded); `wasm-function[...]` and "
             "C names are Pyodide's interpreter, compiled to WebAssembly.",
@@ -145,7 +163,7 @@ def main(argv: list[str]) -> int:
             "| function | self ms | share |",
             "|---|---|---|",
         ]
-        for p in profile[:15]:
+        for p in profile[:12]:
             lines.append(f"| `{p['function'][:70]}` | {p['self_ms']:,.0f} | {p['self_ms'] / total:.1%} |")
     lines += [
         "",
@@ -156,17 +174,7 @@ def main(argv: list[str]) -> int:
         + (" --profile`" if args.profile else "`"),
         "",
     ]
-    md = "\n".join(lines)
-    (args.out / "throughput.md").write_text(md)
-    (args.out / "throughput.json").write_text(
-        json.dumps(
-            {"args": vars(args) | {"out": str(args.out)}, "versions": versions, "rows": rows, "profile": profile},
-            indent=1,
-        )
-    )
-    _plot(args.out / "throughput.png", rows)
-    print(md)
-    return 0
+    return "\n".join(lines)
 
 
 def profile_run(page: Any, url: str) -> list[dict[str, Any]]:
@@ -197,7 +205,7 @@ def profile_run(page: Any, url: str) -> list[dict[str, Any]]:
     return [{"function": k, "self_ms": v / 1000} for k, v in ranked if k != "(idle)"]
 
 
-def _plot(path: Path, rows: list[dict[str, Any]]) -> None:
+def _plot(path: Path, rows: list[dict[str, Any]], protocols: list[str]) -> None:
     try:
         import matplotlib
 
@@ -206,17 +214,22 @@ def _plot(path: Path, rows: list[dict[str, Any]]) -> None:
     except ImportError:
         print("matplotlib not installed: no plot", flush=True)
         return
-    labels = [f"{b}\n{t}" for b, t in CONFIGS]
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig, axes = plt.subplots(1, len(protocols), figsize=(5 * len(protocols), 3.6), squeeze=False)
     width = 0.38
-    for k, (client, _) in enumerate(CLIENTS):
-        rates = {(r["browser"], r["transport"]): r["messages_per_s_median"] or 0 for r in rows if r["client"] == client}
-        values = [rates.get(config, 0) for config in CONFIGS]
-        ax.bar([i + (k - 0.5) * width for i in range(len(CONFIGS))], values, width, label=client)
-    ax.set_xticks(range(len(CONFIGS)), labels)
-    ax.set_ylabel("messages per second")
-    ax.set_title("chat scenario, one TEXT frame per message")
-    ax.legend()
+    for ax, protocol in zip(axes[0], protocols, strict=True):
+        for k, (client, _) in enumerate(CLIENTS):
+            rates = {
+                (r["browser"], r["transport"]): r["messages_per_s_median"] or 0
+                for r in rows
+                if r["client"] == client and r["protocol"] == protocol
+            }
+            values = [rates.get(config, 0) for config in CONFIGS]
+            ax.bar([i + (k - 0.5) * width for i in range(len(CONFIGS))], values, width, label=client)
+        ax.set_xticks(range(len(CONFIGS)), [f"{b}\n{t}" for b, t in CONFIGS], fontsize=8)
+        ax.set_title(protocol)
+        ax.set_ylabel("messages per second")
+        ax.legend(fontsize=8)
+    fig.suptitle("chat scenario, one message per token, as fast as the client reads")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

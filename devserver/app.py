@@ -157,6 +157,12 @@ async def pyclient_zip(request: web.Request) -> web.Response:
     return web.Response(body=package_zip(), content_type="application/zip")
 
 
+async def clock(request: web.Request) -> web.Response:
+    """This server's wall clock in ms: a page measures its offset from the one that stamps
+    text frames (``stamp=1``) with a few round trips."""
+    return web.json_response({"ms": time.time() * 1000}, headers={"Cache-Control": "no-store"})
+
+
 async def stats(request: web.Request) -> web.Response:
     registry = request.app[STATS]
     conn = request.query.get("id")
@@ -438,6 +444,7 @@ def make_app(
     app.router.add_get("/", index)
     app.router.add_get("/ws", ws_handler)
     app.router.add_get("/stats", stats)
+    app.router.add_get("/clock", clock)
     # Emulated providers (http://HOST/openai and http://HOST/gemini are their base URLs) and tokens.
     app.router.add_get("/openai/v1/realtime", socket_handler(OpenAIRealtimeSession))
     app.router.add_post("/openai/v1/realtime/client_secrets", client_secrets)

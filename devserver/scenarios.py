@@ -186,7 +186,9 @@ async def voice(s: Session, p: Params) -> None:
     time). ``barge`` (s) makes the server cut each item that far in with an
     ``interrupted`` frame (server-side barge-in). A client's ``playback_position`` report for
     the current item also cuts it. ``listen`` (s) then waits for the client's microphone
-    (``input_audio_end``) and answers how much audio it heard.
+    (``input_audio_end``) and answers how much audio it heard. ``tps`` (tokens/s) replaces
+    the transcript's pace (2.5 words/s, one with a frame) with bursts of text: every 250 ms,
+    a quarter second's worth of tokens at once (voice load for bench/mainthread.py).
     """
     rng = p.rng()
     seconds = p.num("seconds", 4.0, 0.02, 3600.0)
@@ -196,13 +198,17 @@ async def voice(s: Session, p: Params) -> None:
     jitter = p.num("jitter", 0.0, 0.0, 2000.0) / 1000
     barge = p.num("barge", 0.0, 0.0, 3600.0)
     listen = p.num("listen", 0.0, 0.0, 3600.0)
+    tps = p.num("tps", 0.0, 0.0, 10_000.0)
     frames = max(1, round(seconds * 1000 / FRAME_MS))
     pitch = 140 + rng.random() * 80
+    burst_frames = 250 // FRAME_MS  # with tps: text goes every this many frames ...
+    per_burst = max(1, round(tps * burst_frames * FRAME_MS / 1000))  # ... this many tokens at once
     for item_id in range(1, items + 1):
         rate = rates[(item_id - 1) % len(rates)]
         per_frame = rate * FRAME_MS // 1000
-        words = _tokens(rng, max(1, int(seconds * 2.5)))
-        word_every = max(1, frames // len(words))
+        words = _tokens(rng, max(1, int(seconds * (tps or 2.5))))
+        word_every = burst_frames if tps else max(1, frames // len(words))
+        words_at_once = per_burst if tps else 1
         t0 = time.monotonic()
         sent_words = 0
         stall_until = 0.0
@@ -221,8 +227,9 @@ async def voice(s: Session, p: Params) -> None:
             pcm = _synth_frame(rng, i * per_frame, per_frame, rate, pitch)
             await s.audio(pcm, sample_rate=rate, item_id=item_id, final=i == frames - 1)
             if i % word_every == 0 and sent_words < len(words):
-                await s.text(words[sent_words])
-                sent_words += 1
+                for w in words[sent_words : sent_words + words_at_once]:
+                    await s.text(w)
+                sent_words = min(len(words), sent_words + words_at_once)
             if item_id == 1 and i == frames // 2:
                 await s.tool_call("clock", {}, _is_string_result)
         else:

@@ -94,6 +94,9 @@ def clip(text: str, limit: int = ERROR_CHARS) -> str:
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
+MAX_TEXT_STAMPS = 100_000
+
+
 @dataclass
 class ConnectionStats:
     id: int
@@ -122,6 +125,7 @@ class ConnectionStats:
     tool_results_missing_count: int = 0
     text_frames_sent: int = 0
     text_bytes_sent: int = 0
+    text_stamps: list[tuple[int, float]] = field(default_factory=list)
     audio_frames_sent: int = 0
     audio_samples_sent: int = 0
     audio_checksum: int = 0
@@ -167,6 +171,11 @@ class ConnectionStats:
         self.text_frames_sent += 1
         self.text_bytes_sent += len(data)
         self._text_sha.update(data)
+        if self.params.get("stamp") == "1" and len(self.text_stamps) < MAX_TEXT_STAMPS:
+            # When each text frame went out (``stamp=1``, for bench/latency.py): the text's
+            # UTF-8 bytes so far and this server's wall clock in ms (``GET /clock`` gives a
+            # page the offset to its own).
+            self.text_stamps.append((self.text_bytes_sent, round(time.time() * 1000, 3)))
 
     def on_audio(self, pcm: bytes) -> None:
         self.audio_frames_sent += 1
@@ -281,6 +290,7 @@ class ConnectionStats:
             "text_frames_sent": self.text_frames_sent,
             "text_bytes_sent": self.text_bytes_sent,
             "text_sha256": self._text_sha.hexdigest(),
+            **({"text_stamps": list(self.text_stamps)} if self.text_stamps else {}),
             "audio_frames_sent": self.audio_frames_sent,
             "audio_samples_sent": self.audio_samples_sent,
             "audio_sha256": self._audio_sha.hexdigest(),

@@ -1,0 +1,156 @@
+"""Main-thread budget at voice load: how much of the page's main thread the client takes.
+
+    python -m bench mainthread [--seconds S] [--runs R]
+
+Scenario: ``voice`` with ``tps=200``: 24 kHz PCM16 in 20 ms frames at real time, plus text
+at 200 tokens per second in bursts (every 250 ms, 50 tokens at once), and a tool call.
+pyclient plays the audio through its AudioWorklet ring; the JavaScript reference
+(``web/lab/reference.html``) copies it into a ring (it does not play it).
+
+Measured from the first message to the end of the session:
+
+* script time: Chromium's own accounting (CDP ``Performance.getMetrics``: ``ScriptDuration``
+  over the wall time between two readings), main thread only; Chromium only;
+* long tasks over 50 ms: Chromium's ``PerformanceObserver`` (``longtask``) entries;
+* stalls: a 10 ms timer that fired more than 50 ms late, in every browser (Firefox has no
+  long-task entries and no CDP).
+
+Writes docs/benchmarks/mainthread.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from playwright.sync_api import sync_playwright
+
+from devserver.harness import launch_args, start_server
+
+from .pagetools import CLIENTS, CONFIGS, OBSERVE_PAGE, OUT, SESSION_TIMEOUT_MS, machine, median, page_url
+
+
+def metrics(cdp: Any) -> dict[str, float]:
+    return {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+
+
+def run_one(page: Any, url: str, cdp: Any | None) -> dict[str, Any]:
+    page.goto(url)
+    page.wait_for_function("document.body.dataset.pyclient === 'ready'", timeout=120_000)
+    page.wait_for_function(
+        "window.pyclientStats && pyclientStats().messages_in > 0", timeout=SESSION_TIMEOUT_MS, polling=20
+    )
+    start_ms = page.evaluate("performance.now()")
+    before = metrics(cdp) if cdp else None
+    page.wait_for_function(
+        "['closed', 'error'].includes(pyclientStats().state)", timeout=SESSION_TIMEOUT_MS, polling=250
+    )
+    after = metrics(cdp) if cdp else None
+    s = page.evaluate("pyclientStats()")
+    dom = page.evaluate("window.__dom")
+    out: dict[str, Any] = {"state": s["state"], "messages": s["messages_in"]}
+    if before and after:
+        wall = after["Timestamp"] - before["Timestamp"]
+        out["wall_s"] = wall
+        out["script_share"] = (after["ScriptDuration"] - before["ScriptDuration"]) / wall
+        out["task_share"] = (after["TaskDuration"] - before["TaskDuration"]) / wall
+    long_tasks = dom["longTasks"]
+    out["long_tasks"] = None if long_tasks is None else [t for t in long_tasks if t[0] >= start_ms]
+    out["stalls"] = [t for t in dom["stalls"] if t[0] >= start_ms]
+    out["audio_underruns"] = (s.get("audio") or {}).get("underruns")
+    return out
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m bench mainthread", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    query = {"scenario": "voice", "seconds": args.seconds, "tps": 200}
+    rows: list[dict[str, Any]] = []
+    versions: dict[str, str] = {}
+    server = start_server()
+    try:
+        with sync_playwright() as p:
+            for browser_name, transport in CONFIGS:
+                browser = getattr(p, browser_name).launch(**launch_args(browser_name))
+                versions[browser_name] = browser.version
+                page = browser.new_page()
+                page.add_init_script(OBSERVE_PAGE)
+                cdp = None
+                if browser_name == "chromium":
+                    cdp = page.context.new_cdp_session(page)
+                    cdp.send("Performance.enable", {"timeDomain": "timeTicks"})
+                for client, path in CLIENTS:
+                    runs = []
+                    for k in range(args.runs):
+                        print(f"{browser_name} / {transport} / {client} run {k + 1} ...", flush=True)
+                        url = page_url(server.url, path, "pyclient", {**query, "transport": transport})
+                        runs.append(run_one(page, url, cdp))
+                    rows.append(
+                        {
+                            "browser": browser_name,
+                            "transport": transport,
+                            "client": client,
+                            "script_share": median([r.get("script_share") for r in runs]),
+                            "task_share": median([r.get("task_share") for r in runs]),
+                            "long_tasks": None
+                            if any(r["long_tasks"] is None for r in runs)
+                            else sum(len(r["long_tasks"]) for r in runs),
+                            "longest_task_ms": max((t[1] for r in runs for t in (r["long_tasks"] or [])), default=None),
+                            "stalls": sum(len(r["stalls"]) for r in runs),
+                            "longest_stall_ms": max((t[1] for r in runs for t in r["stalls"]), default=None),
+                            "runs": runs,
+                        }
+                    )
+                browser.close()
+    finally:
+        server.stop()
+    md = report(rows, versions, args)
+    (args.out / "mainthread.md").write_text(md)
+    (args.out / "mainthread.json").write_text(
+        json.dumps({"args": vars(args) | {"out": str(args.out)}, "versions": versions, "rows": rows}, indent=1)
+    )
+    print(md)
+    return 0
+
+
+def report(rows: list[dict[str, Any]], versions: dict[str, str], args: argparse.Namespace) -> str:
+    def share(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.1%}"
+
+    def count(n: int | None, longest: float | None) -> str:
+        if n is None:
+            return "n/a (no API)"
+        return f"{n}" + (f" (longest {longest:.0f} ms)" if longest else "")
+
+    lines = [
+        "# Main thread at voice load",
+        "",
+        f"`voice` scenario, {args.seconds:g} s of 24 kHz PCM16 in 20 ms frames at real time plus 200 tokens/s "
+        f"of text in bursts every 250 ms and a tool call; {args.runs} runs per row, side by side in one run "
+        "of `bench/mainthread.py`, measured from the first message to the end of the session. pyclient plays "
+        "the audio through its AudioWorklet ring; the JavaScript reference copies it into a ring. Script and "
+        "task time: Chromium's CDP `Performance.getMetrics` (main thread) over wall time. Long tasks: "
+        "Chromium's `longtask` entries over 50 ms. Stalls: a 10 ms timer that fired more than 50 ms late "
+        "(every browser).",
+        "",
+        machine(versions),
+        "",
+        "| browser | transport | client | script time | all tasks | long tasks > 50 ms | stalls > 50 ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['browser']} | {r['transport']} | {r['client']} | {share(r['script_share'])} | "
+            f"{share(r['task_share'])} | {count(r['long_tasks'], r['longest_task_ms'])} | "
+            f"{count(r['stalls'], r['longest_stall_ms'])} |"
+        )
+    lines += ["", f"Reproduce: `./dev bench mainthread --seconds {args.seconds:g} --runs {args.runs}`", ""]
+    return "\n".join(lines)

@@ -1,0 +1,122 @@
+"""What the browser benchmarks share: which pages they compare, how they run one session,
+the machine they ran on, and where results go.
+
+Every benchmark compares pyclient (the demo page) with ``web/lab/reference.html``, a
+pure-JavaScript client doing the same work, side by side in one run of the program.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+from typing import Any
+from urllib.parse import urlencode
+
+from devserver.harness import ROOT
+
+OUT = ROOT / "docs" / "benchmarks"
+# (browser, transport): Firefox has no WebSocketStream.
+CONFIGS = [("chromium", "websocketstream"), ("chromium", "websocket"), ("firefox", "websocket")]
+CLIENTS = [("js reference", "lab/reference.html"), ("pyclient", "lab/pyclient.html")]
+PROTOCOLS = ["pyclient", "openai-realtime", "gemini-live"]
+SESSION_TIMEOUT_MS = 600_000
+
+# Records, from the first paint on, every text node added to #transcript: its UTF-8 bytes so
+# far and the wall clock (ms) right then; and every stall of the main thread over 50 ms
+# (a timer that fires late: works in every browser, unlike the long-task API).
+OBSERVE_PAGE = """
+(() => {
+  const dom = window.__dom = { bytes: 0, at: [], stalls: [], longTasks: [] };
+  const enc = new TextEncoder();
+  const now = () => performance.timeOrigin + performance.now();
+  document.addEventListener("DOMContentLoaded", () => {
+    const el = document.getElementById("transcript");
+    if (!el) return;
+    new MutationObserver((records) => {
+      const t = now();
+      for (const r of records) for (const n of r.addedNodes) {
+        if (n.nodeType === Node.TEXT_NODE) dom.bytes += enc.encode(n.data).length;
+      }
+      if (dom.at.length < 200000) dom.at.push([dom.bytes, t]);
+    }).observe(el, { childList: true });
+  });
+  let last = performance.now();
+  setInterval(() => {
+    const t = performance.now();
+    if (t - last > 60) dom.stalls.push([Math.round(t), Math.round(t - last - 10)]);
+    last = t;
+  }, 10);
+  try {
+    new PerformanceObserver((list) => {
+      for (const e of list.getEntries()) dom.longTasks.push([Math.round(e.startTime), Math.round(e.duration)]);
+    }).observe({ type: "longtask", buffered: true });
+  } catch (e) { dom.longTasks = null; }  // Firefox has no long-task entries
+})();
+"""
+
+
+def page_url(server_url: str, client_path: str, protocol: str, query: dict[str, Any]) -> str:
+    # OpenAI's and Gemini's sessions have no "done": the emulation hangs up after the scenario.
+    ending = {} if protocol == "pyclient" else {"hangup": 0.5}
+    return server_url + client_path + "?" + urlencode({**ending, **query, "protocol": protocol, "autostart": 1})
+
+
+def run_session(page: Any, url: str) -> dict[str, Any]:
+    """Open ``url`` (a page that autostarts one session) and wait for its end; its stats."""
+    page.goto(url)
+    page.wait_for_function("document.body.dataset.pyclient === 'ready'", timeout=120_000)
+    page.wait_for_function(
+        "window.pyclientStats && ['closed', 'error'].includes(pyclientStats().state)",
+        timeout=SESSION_TIMEOUT_MS,
+        polling=200,
+    )
+    return page.evaluate("pyclientStats()")
+
+
+def clock_offset_ms(page: Any, rounds: int = 15) -> dict[str, float]:
+    """The server's wall clock minus the page's, from ``rounds`` fetches of ``/clock``: the
+    round trip with the smallest delay gives the estimate (NTP's rule); its half-delay is the
+    most it can be off."""
+    samples = page.evaluate(
+        """async (rounds) => {
+          const out = [];
+          for (let i = 0; i < rounds; i++) {
+            const t0 = performance.timeOrigin + performance.now();
+            const r = await fetch("/clock", { cache: "no-store" });
+            const { ms } = await r.json();
+            const t1 = performance.timeOrigin + performance.now();
+            out.push([t0, ms, t1]);
+          }
+          return out;
+        }""",
+        rounds,
+    )
+    t0, server, t1 = min(samples, key=lambda s: s[2] - s[0])
+    return {"offset_ms": server - (t0 + t1) / 2, "uncertainty_ms": (t1 - t0) / 2}
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def median(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def machine(versions: dict[str, str]) -> str:
+    return (
+        f"Machine: {platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}; browsers: "
+        + ", ".join(f"{k} {v}" for k, v in versions.items())
+        + "."
+    )
+
+
+def ratio(ours: float | None, theirs: float | None, higher_is_better: bool = True) -> str:
+    if not ours or not theirs:
+        return "n/a"
+    return f"{(ours / theirs if higher_is_better else theirs / ours):.2f}x"

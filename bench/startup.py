@@ -1,0 +1,152 @@
+"""Start-up: page open to the first token in the DOM, against a bare Pyodide boot.
+
+    python -m bench startup [--runs R]
+
+Three pages from the same dev server, each opened in a fresh browser context (first visit:
+empty HTTP cache) and then again in the same context (second visit: what the cache kept):
+
+* ``web/lab/bare-pyodide.html``: ``loadPyodide()`` and one line of Python, nothing else
+  (``window.__bootMs``): the floor any Python page pays;
+* ``web/lab/pyclient.html``: PyScript, pyclient, one ``chat`` session; the time of the first
+  text node in ``#transcript`` (a ``MutationObserver``);
+* ``web/lab/reference.html``: the JavaScript reference, same session, same measure.
+
+All times are from navigation start (``performance.now()``). Median of ``--runs``. Writes
+docs/benchmarks/startup.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from playwright.sync_api import sync_playwright
+
+from devserver.harness import launch_args, start_server
+
+from .pagetools import OBSERVE_PAGE, OUT, machine, median, page_url
+
+BROWSERS = ["chromium", "firefox"]
+QUERY = {"scenario": "chat", "turns": 1, "tokens": 50, "burst": 0, "pause": 0, "audio": "off"}
+PAGES = [
+    ("bare Pyodide boot", "lab/bare-pyodide.html", "window.__bootMs"),
+    ("pyclient: first token", "lab/pyclient.html", None),
+    ("JS reference: first token", "lab/reference.html", None),
+]
+
+
+MARKS = ["python-started", "pyclient-imported", "connected"]  # web/lab/pyclient.html's
+
+
+def measure(page: Any, url: str, mark: str | None, marks: dict[str, list[float]]) -> float:
+    page.goto(url)
+    if mark:
+        page.wait_for_function(f"{mark} !== undefined", timeout=120_000)
+        return float(page.evaluate(mark))
+    page.wait_for_function("window.__dom && window.__dom.at.length > 0", timeout=120_000, polling=20)
+    for name, at in page.evaluate(
+        "Object.fromEntries(performance.getEntriesByType('mark').map((m) => [m.name, m.startTime]))"
+    ).items():
+        marks.setdefault(name, []).append(at)
+    return float(page.evaluate("window.__dom.at[0][1] - performance.timeOrigin"))
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m bench startup", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    versions: dict[str, str] = {}
+    server = start_server()
+    try:
+        with sync_playwright() as p:
+            for browser_name in BROWSERS:
+                browser = getattr(p, browser_name).launch(**launch_args(browser_name))
+                versions[browser_name] = browser.version
+                for name, path, mark in PAGES:
+                    first: list[float] = []
+                    second: list[float] = []
+                    marks: dict[str, list[float]] = {}
+                    for k in range(args.runs):
+                        print(f"{browser_name} / {name} run {k + 1} ...", flush=True)
+                        context = browser.new_context()
+                        context.add_init_script(OBSERVE_PAGE)
+                        page = context.new_page()
+                        url = page_url(server.url, path, "pyclient", QUERY)
+                        first.append(measure(page, url, mark, marks))
+                        page.goto("about:blank")
+                        second.append(measure(page, url, mark, {}))
+                        context.close()
+                    rows.append(
+                        {
+                            "browser": browser_name,
+                            "page": name,
+                            "first_visit_ms": median(first),
+                            "second_visit_ms": median(second),
+                            "first_runs": first,
+                            "second_runs": second,
+                            "first_visit_marks_ms": {k: median(v) for k, v in marks.items()},
+                        }
+                    )
+                browser.close()
+    finally:
+        server.stop()
+    md = report(rows, versions, args)
+    (args.out / "startup.md").write_text(md)
+    (args.out / "startup.json").write_text(
+        json.dumps({"args": vars(args) | {"out": str(args.out)}, "versions": versions, "rows": rows}, indent=1)
+    )
+    print(md)
+    return 0
+
+
+def report(rows: list[dict[str, Any]], versions: dict[str, str], args: argparse.Namespace) -> str:
+    lines = [
+        "# Start-up: page open to first token",
+        "",
+        f"Median of {args.runs} runs, each in a fresh browser context (first visit) and again in the same "
+        "context (second visit), side by side in one run of `bench/startup.py`; loopback, so the network costs "
+        "nothing here (a provider's handshake would add hundreds of ms on a real network). Times from "
+        "navigation start.",
+        "",
+        machine(versions),
+        "",
+        "| browser | page | first visit (ms) | second visit (ms) | over bare Pyodide (first / second) |",
+        "|---|---|---|---|---|",
+    ]
+    for browser_name in BROWSERS:
+        mine = [r for r in rows if r["browser"] == browser_name]
+        bare = next((r for r in mine if r["page"] == "bare Pyodide boot"), None)
+        for r in mine:
+            over = "—"
+            if bare and r is not bare and r["page"].startswith("pyclient"):
+                over = (
+                    f"+{r['first_visit_ms'] - bare['first_visit_ms']:,.0f} / "
+                    f"+{r['second_visit_ms'] - bare['second_visit_ms']:,.0f} ms"
+                )
+            lines.append(
+                f"| {browser_name} | {r['page']} | {r['first_visit_ms']:,.0f} | {r['second_visit_ms']:,.0f} | {over} |"
+            )
+    lines += [
+        "",
+        "Where pyclient's first visit goes (median ms from navigation start; `performance.mark` in "
+        "`web/lab/pyclient.html`): PyScript and Pyodide booted and the page's Python began "
+        "(`python-started`), `import pyclient` done (`pyclient-imported`), the socket open "
+        "(`connected`), the first token in the DOM.",
+        "",
+        "| browser | python-started | pyclient-imported | connected | first token |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        m = r.get("first_visit_marks_ms") or {}
+        if r["page"].startswith("pyclient") and m:
+            cells = " | ".join(f"{m[k]:,.0f}" if m.get(k) is not None else "n/a" for k in MARKS)
+            lines.append(f"| {r['browser']} | {cells} | {r['first_visit_ms']:,.0f} |")
+    lines += ["", f"Reproduce: `./dev bench startup --runs {args.runs}`", ""]
+    return "\n".join(lines)
