@@ -19,6 +19,7 @@ OUT = ROOT / "docs" / "benchmarks"
 # (browser, transport): Firefox has no WebSocketStream.
 CONFIGS = [("chromium", "websocketstream"), ("chromium", "websocket"), ("firefox", "websocket")]
 CLIENTS = [("js reference", "lab/reference.html"), ("pyclient", "lab/pyclient.html")]
+LEAN = ("pyclient, lean start", "lab/pyclient-lean.html")  # js/boot.js + js/early.js, no PyScript
 PROTOCOLS = ["pyclient", "openai-realtime", "gemini-live"]
 SESSION_TIMEOUT_MS = 600_000
 

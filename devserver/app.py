@@ -222,6 +222,9 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
     credit_supported = params.get("credit", "1") != "0"
     protocols = (SUBPROTOCOL_CREDIT, SUBPROTOCOL) if credit_supported else (SUBPROTOCOL,)
     ws = web.WebSocketResponse(protocols=protocols, max_msg_size=4 * 1024 * 1024, heartbeat=None)
+    # ``handshake_ms``: answer the upgrade that much later, as a far provider would (the
+    # round trips of TCP, TLS and the upgrade): bench/startup.py's early socket hides it.
+    await asyncio.sleep(Params(params).num("handshake_ms", 0, 0, 10_000) / 1000)
     await ws.prepare(request)
     _limit_send_buffer(request, config.sndbuf)
     credit = ws.ws_protocol == SUBPROTOCOL_CREDIT

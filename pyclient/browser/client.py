@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import js
+from pyodide.ffi import to_js
 
 from ..approval import APPROVED, CANCELLED, DEFAULT_MAX_PENDING_APPROVALS, ApprovalQueue, ApprovalRequest, ask
 from ..approval import needs_approval as _policy_says
@@ -447,7 +448,7 @@ class Client:
             **opts,
         )
         try:
-            await transport.open(url, self._protocols)
+            await transport.open(url, self._protocols, early=await self._take_early(url))
         except BaseException:
             transport.dispose()  # a failed open must not leak its proxies
             raise
@@ -464,6 +465,14 @@ class Client:
             self._renew_timer.cancel()
         if self.session_renew_s and self.reconnect:
             self._renew_timer = asyncio.get_event_loop().call_later(self.session_renew_s, self._renew_due)
+
+    async def _take_early(self, url: str) -> Any:
+        """The socket the page opened for this session while Python booted (js/early.js), if
+        it is the one this client would open now; every other early socket is closed."""
+        if not getattr(js.globalThis, "pyclientEarly", None):
+            return None
+        early_js = await import_module(self._assets_url + "early.js")
+        return early_js.takeEarly(url, to_js(self._protocols), self.transport_name)
 
     def _renew_due(self) -> None:
         """The session nears the protocol's maximum duration: move it to a new connection at

@@ -101,6 +101,7 @@ class WebSocketStreamTransport:
         self.send_stats = _SendStats()
         self._closing = False
         self._batcher: Any = None
+        self.early = False  # adopted a socket the page opened while Python booted
 
     def start(self, consume: Consume, owner: ProxyOwner) -> Any:
         """Pipe the readable into ``batch.js``'s batching sink; returns the pipe's promise."""
@@ -113,9 +114,13 @@ class WebSocketStreamTransport:
         self._batcher = batch.Batcher.new(owner.proxy(deliver), BATCH_MESSAGES, BATCH_BYTES)
         return self.readable.pipeTo(batch.batchingSink(self._batcher))
 
-    async def open(self, url: str, protocols: list[str]) -> None:
+    async def open(self, url: str, protocols: list[str], early: Any = None) -> None:
+        """``early``: the same socket, opened while Python booted (js/early.js): adopted."""
+        self.early = early is not None
         try:
-            self._wss = js.WebSocketStream.new(url, js_object(protocols=to_js(protocols)))
+            self._wss = (
+                early.wss if early is not None else js.WebSocketStream.new(url, js_object(protocols=to_js(protocols)))
+            )
             opened = await self._wss.opened
         except JsException as exc:
             raise TransportError(f"could not open {url} with WebSocketStream: {exc}") from exc
@@ -191,7 +196,7 @@ class WebSocketStreamTransport:
                 pass
 
     def receive_stats(self) -> dict[str, Any]:
-        return batch_stats(self._batcher)
+        return batch_stats(self._batcher) | {"early_socket": self.early}
 
     def queued_bytes(self) -> int:
         """Bytes read from the socket that wait in the batching stage (not yet in Python)."""
@@ -233,12 +238,16 @@ class ClassicWebSocketTransport:
         self.send_stats = _SendStats()
         self.buffered_amount_max = 0
         self.text_messages = 0
+        self.early = False  # adopted a socket the page opened while Python booted
 
-    async def open(self, url: str, protocols: list[str]) -> None:
+    async def open(self, url: str, protocols: list[str], early: Any = None) -> None:
+        """``early``: the same socket, opened while Python booted (js/early.js): adopted, with
+        the messages that arrived before."""
         loop = asyncio.get_event_loop()
         opened: asyncio.Future = loop.create_future()
+        self.early = early is not None
         try:
-            ws = js.WebSocket.new(url, to_js(protocols))
+            ws = early.ws if early is not None else js.WebSocket.new(url, to_js(protocols))
         except JsException as exc:
             raise TransportError(f"could not open {url}: {exc}") from exc
         ws.binaryType = "arraybuffer"
@@ -261,7 +270,9 @@ class ClassicWebSocketTransport:
         ws.onclose = self._owner.proxy(on_close)
         ws.onerror = self._owner.proxy(lambda evt: None)  # the close event that follows carries the code
         self._batcher = self._batch.Batcher.new(self._owner.proxy(self._arrive), BATCH_MESSAGES, self._batch_bytes)
-        self._batch.listen(ws, self._batcher)
+        self._batch.listen(ws, self._batcher, early.messages if early is not None else None)
+        if ws.readyState == 1:  # adopted open
+            on_open(None)
         await opened
         self.protocol = ws.protocol or ""
 
@@ -343,6 +354,7 @@ class ClassicWebSocketTransport:
         st = self.queue.stats() | batch_stats(self._batcher)
         st["text_messages"] = self.text_messages
         st["buffered_amount_max"] = self.buffered_amount_max
+        st["early_socket"] = self.early
         return st
 
     def queued_bytes(self) -> int:

@@ -190,3 +190,46 @@ def test_pcm_checksum_matches_the_worklets_definition() -> None:
     assert pcm_checksum(0, pcm) == expected
     # Continuing across frames gives the same as one pass.
     assert pcm_checksum(pcm_checksum(0, pcm[:6]), pcm[6:]) == expected
+
+
+def test_stamped_text_frames_and_the_clock_for_the_latency_benchmark() -> None:
+    # stamp=1: every text frame's bytes so far and when it left, on the server's wall clock,
+    # which GET /clock gives (bench/latency.py measures the page's offset from it).
+    import time
+
+    async def test(client: TestClient) -> None:
+        before = time.time() * 1000
+        out = await converse(client, "scenario=chat&turns=1&tokens=40&burst=0&pause=0&stamp=1")
+        stats = await (await client.get("/stats")).json()
+        conn = stats["connections"][-1]
+        stamps = conn["text_stamps"]
+        assert len(stamps) == conn["text_frames_sent"] and stamps[-1][0] == len(out["text"].encode())
+        assert [b for b, _ in stamps] == sorted(b for b, _ in stamps)
+        assert before <= stamps[0][1] <= stamps[-1][1] <= time.time() * 1000
+        resp = await client.get("/clock")
+        assert resp.headers["Cache-Control"] == "no-store"
+        assert abs((await resp.json())["ms"] - time.time() * 1000) < 1000
+        plain = await converse(client, "scenario=chat&turns=1&tokens=5&burst=0&pause=0")
+        assert plain["text"] and "text_stamps" not in (await (await client.get("/stats")).json())["connections"][-1]
+
+    with_client(test)
+
+
+def test_voice_tps_sends_text_in_bursts_at_that_rate() -> None:
+    async def test(client: TestClient) -> None:
+        out = await converse(client, "scenario=voice&seconds=1&tps=200")
+        assert out["samples"] == 24000
+        assert len(out["text"].split()) == 200  # a second at 200 tokens/s, 50 every 250 ms
+
+    with_client(test)
+
+
+def test_handshake_ms_answers_the_upgrade_that_late() -> None:
+    import time
+
+    async def test(client: TestClient) -> None:
+        t0 = time.monotonic()
+        async with client.ws_connect("/ws?scenario=chat&tokens=1&handshake_ms=300", protocols=("pyclient.v1",)):
+            assert time.monotonic() - t0 >= 0.3
+
+    with_client(test)

@@ -136,8 +136,10 @@ export function batchingSink(batcher) {
   );
 }
 
-// The classic WebSocket's messages, batched (it cannot be paused: `deliver` queues them).
-export function listen(ws, batcher) {
+// The classic WebSocket's messages, batched (it cannot be paused: `deliver` queues them);
+// `backlog`: what arrived before (a socket opened early, js/early.js), first.
+export function listen(ws, batcher, backlog = null) {
+  if (backlog) for (const message of backlog.splice(0)) batcher.push(message);
   ws.onmessage = (event) => {
     if (!batcher.failed) batcher.push(event.data);
   };

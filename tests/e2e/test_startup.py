@@ -1,0 +1,78 @@
+"""Start-up: the lean page (js/boot.js, no PyScript) and a socket opened while Python boots
+(js/early.js) that pyclient adopts: one connection, nothing lost."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from urllib.parse import urlencode
+
+import pytest
+from playwright.sync_api import Page
+
+from devserver.harness import Server
+
+from .conftest import SESSION_TIMEOUT_MS, Watch
+
+pytestmark = pytest.mark.e2e
+
+
+def run_lean(page: Page, server: Server, **query: object) -> tuple[dict, list[dict]]:
+    """One chat session on web/lab/pyclient-lean.html; its stats and the server's connections
+    of that session (told apart by a seed of their own)."""
+    seed = secrets.randbelow(2**31)
+    q = {"scenario": "chat", "turns": 1, "tokens": 300, "burst": 0, "pause": 0, "audio": "off", "seed": seed, **query}
+    page.goto(server.url + "lab/pyclient-lean.html?" + urlencode(q))
+    page.wait_for_function(
+        "window.pyclientStats && ['closed', 'error'].includes(pyclientStats().state)",
+        timeout=SESSION_TIMEOUT_MS,
+        polling=100,
+    )
+    s = page.evaluate("pyclientStats()")
+    conns = [c for c in server.stats()["connections"] if c["params"].get("seed") == str(seed)]
+    return s, conns
+
+
+@pytest.mark.parametrize("transport", ["auto", "websocket"])
+def test_the_socket_opened_during_boot_is_adopted(
+    page: Page, server: Server, watch: Watch, transport: str, browser_name: str
+) -> None:
+    if browser_name == "firefox" and transport == "auto":
+        pytest.skip("auto is websocket in Firefox: covered by the other parameter")
+    # The server answers the upgrade late, as a far provider would: still one socket.
+    s, conns = run_lean(page, server, transport=transport, handshake_ms=300)
+    assert s["state"] == "closed", s
+    assert s["receive"]["early_socket"] is True
+    assert len(conns) == 1, conns
+    server_side = server.wait_closed(conns[0]["id"])
+    text = page.evaluate("document.getElementById('transcript').textContent")
+    assert hashlib.sha256(text.encode()).hexdigest() == server_side["text_sha256"]
+    assert server_side["tool_results_received"] == server_side["tool_calls_sent"] >= 1
+    assert s["seq_gaps"] == 0 and s["malformed"] == 0
+    watch.assert_clean()
+
+
+def test_without_an_early_socket_the_client_opens_its_own(page: Page, server: Server, watch: Watch) -> None:
+    s, conns = run_lean(page, server, early=0)
+    assert s["state"] == "closed" and s["receive"]["early_socket"] is False
+    assert len(conns) == 1
+    watch.assert_clean()
+
+
+def test_an_early_socket_the_client_would_not_open_is_closed(page: Page, server: Server, watch: Watch) -> None:
+    # Opened for other subprotocols than the client offers (no credit): not taken, and closed
+    # rather than left open; the list is empty after the client looked.
+    page.goto(server.url + "style.css")
+    got = page.evaluate(
+        """async () => {
+          const { openEarly, takeEarly } = await import("/pyclient/browser/js/early.js");
+          const early = openEarly("/ws?scenario=chat&tokens=5", ["pyclient.v1"], { transport: "websocket" });
+          await new Promise((r) => { early.ws.onopen = r; });
+          const url = new URL("/ws?scenario=chat&tokens=5", location.href); url.protocol = "ws:";
+          const taken = takeEarly(url.href, ["pyclient.v1.credit", "pyclient.v1"], "websocket");
+          const left = globalThis.pyclientEarly.length;
+          return { taken: taken === undefined, closing: early.ws.readyState >= 2, left };
+        }"""
+    )
+    assert got == {"taken": True, "closing": True, "left": 0}
+    watch.assert_clean()
