@@ -35,17 +35,20 @@ from enum import StrEnum
 from typing import Any
 
 from .events import (
+    AudioChunk,
     Event,
     Ignored,
     ProtocolErrorEvent,
     ServerHello,
     SessionReady,
     StreamDone,
+    TextDelta,
 )
 from .flow import DEFAULT_CREDIT_WINDOW, CreditWindow
 from .frames import DEFAULT_MAX_PAYLOAD
 from .protocols.base import Codec, Incoming, Message, SessionConfig
 
+_STREAM_EVENTS = frozenset((TextDelta, AudioChunk))  # the bulk of a stream: skipped by a set lookup
 CLEAN_CLOSE_CODES = (1000, 1005)  # normal closure; no status code given
 MIN_PEER_PAYLOAD = 1024  # a peer's announced max_payload below this is ignored as nonsense
 
@@ -114,6 +117,8 @@ class Connection:
         events = self.codec.decode(message)
         self._outgoing += self.codec.take_outgoing()
         for event in events:
+            if type(event) in _STREAM_EVENTS:
+                continue  # text and audio: nothing for the connection to note
             if isinstance(event, ProtocolErrorEvent):
                 self.malformed += 1
             elif isinstance(event, Ignored):

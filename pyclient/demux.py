@@ -39,6 +39,9 @@ from .events import (
 )
 from .frames import (
     DEFAULT_MAX_PAYLOAD,
+    HEADER,
+    HEADER_SIZE,
+    PROTOCOL_VERSION,
     SEQ_MODULUS,
     AudioFrame,
     ByteSource,
@@ -118,10 +121,43 @@ class Demux:
         """Route every frame of one whole WebSocket message."""
         if isinstance(src, (bytes, bytearray, memoryview)):
             src = BytesSource(src)
+        fast = self._one_text_frame(src)
+        if fast is not None:
+            return fast
         out: list[Event] = self.tools.expire()
         for decoded in self.decoder.feed_message(src):
             self._route_one(decoded, out)
         return out
+
+    def _one_text_frame(self, src: ByteSource) -> list[Event] | None:
+        """The message a token stream is made of, with a fraction of the general path's work:
+        one whole TEXT frame, the next in sequence, while no tool call is open. Anything else
+        (or a byte source that cannot unpack in place): None, and the general path decides."""
+        unpack = getattr(src, "unpack_from", None)
+        total = len(src)
+        if unpack is None or total < HEADER_SIZE or self.tools.open_calls:
+            return None
+        version, kind, _flags, reserved, seq, length = unpack(HEADER, 0)
+        expected = self._expected_seq
+        if (
+            kind != _TEXT_KIND
+            or version != PROTOCOL_VERSION
+            or reserved
+            or HEADER_SIZE + length != total
+            or length > self.decoder.max_payload
+            or (expected is not None and seq != expected)
+            or self._forgiven
+        ):
+            return None
+        self._expected_seq = (seq + 1) % SEQ_MODULUS
+        self.last_seq = seq
+        st = self.stats
+        st.frames += 1
+        st.bytes += length
+        st.frames_by_kind["text"] = st.frames_by_kind.get("text", 0) + 1
+        st.bytes_by_channel[_TEXT] = st.bytes_by_channel.get(_TEXT, 0) + length
+        text = self._utf8.decode(src.bytes_at(HEADER_SIZE, length))
+        return [TextDelta(text)] if text else []
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Event]:
         """Route the frames completed by ``data`` (a byte stream split anywhere)."""
@@ -213,6 +249,7 @@ class Demux:
 
 
 _KIND_NAMES = {k.value: k.name.lower() for k in Kind}
+_TEXT_KIND = int(Kind.TEXT)
 _AUDIO, _TEXT, _TOOLS, _CONTROL = (c.value for c in (Channel.AUDIO, Channel.TEXT, Channel.TOOLS, Channel.CONTROL))
 
 

@@ -780,7 +780,7 @@ class Client:
                 self._drops_seen = queue.dropped_frames
                 self.codec.forgive(queue.take_dropped_seqs())  # dropped on purpose: no gaps
             events = self.conn.receive(message, n)
-            if self.conn.ready and self._opening_sent and not self._ready.is_set():
+            if not self._ready.is_set() and self._opening_sent and self.conn.ready:
                 return self._receive_slowly(events, 0, n, becomes_ready=True)
             for i, event in enumerate(events):
                 waiting = self._dispatch_now(event)
@@ -820,7 +820,7 @@ class Client:
     def _after_message(self, n: int) -> Awaitable[None] | None:
         """The protocol's own messages due after one received message, and credit for it."""
         # Set up before the opening went out: _send_opening sends these first, then opens up.
-        outgoing = [] if self.conn.ready and not self._ready.is_set() else self.conn.take_outgoing()
+        outgoing = [] if not self._ready.is_set() and self.conn.ready else self.conn.take_outgoing()
         grants = self.conn.consumed(n) if self.conn.credit is not None else []
         if not outgoing and not (grants and self.state == "open"):
             return None

@@ -6,6 +6,7 @@ proxies a component hands to JavaScript and destroys all of them in ``close()``.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -73,6 +74,12 @@ class BatchSource:
     def view_at(self, offset: int, length: int) -> Any:
         start = self._start + offset
         return self._js.subarray(start, min(start + length, self._end))
+
+    def unpack_from(self, fmt: struct.Struct, offset: int) -> tuple[Any, ...]:
+        """``fmt`` unpacked in place at ``offset`` (within this message: else struct.error)."""
+        if offset + fmt.size > self._end - self._start:
+            raise struct.error(f"{fmt.size} bytes at {offset} run past a message of {self._end - self._start}")
+        return fmt.unpack_from(self._mv, self._start + offset)
 
 
 def unpack_batch(layout: Any, data: Any, texts: Any) -> tuple[list[Any], int]:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from pyclient.demux import Demux
 from pyclient.events import (
     AudioChunk,
@@ -19,7 +24,7 @@ from pyclient.events import (
     ToolCallStarted,
     TurnEnded,
 )
-from pyclient.frames import Kind, Sequencer, encode_raw
+from pyclient.frames import BytesSource, Kind, Sequencer, encode_raw
 
 
 def test_each_frame_goes_to_its_channel() -> None:
@@ -208,3 +213,68 @@ def test_open_tool_calls_time_out_in_the_event_stream() -> None:
         in events[0].error["message"]
     )
     assert d.tools.open_calls == 0 and d.expire() == []
+
+
+class _NoFastPath:
+    """A byte source that cannot unpack in place: every message takes the general path."""
+
+    def __init__(self, data: bytes) -> None:
+        self._src = BytesSource(data)
+
+    def __len__(self) -> int:
+        return len(self._src)
+
+    def bytes_at(self, offset: int, length: int) -> bytes:
+        return self._src.bytes_at(offset, length)
+
+    def view_at(self, offset: int, length: int) -> Any:
+        return self._src.view_at(offset, length)
+
+
+_messages = st.lists(
+    st.one_of(
+        st.tuples(st.just("text"), st.binary(max_size=12)),
+        st.tuples(st.just("split"), st.sampled_from(["é", "🙂", "日本"])),
+        st.tuples(st.just("call"), st.booleans()),
+        st.tuples(st.just("skip"), st.integers(1, 3)),  # a sequence gap
+        st.tuples(st.just("raw"), st.binary(max_size=30)),  # anything at all
+        st.tuples(st.just("two"), st.just(b"")),  # two frames in one message
+        st.tuples(st.just("badversion"), st.just(b"")),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_messages)
+def test_the_text_fast_path_decides_exactly_as_the_general_path(script: list[tuple[str, Any]]) -> None:
+    s = Sequencer()
+    wire: list[bytes] = []
+    for op, arg in script:
+        if op == "text":
+            wire.append(s.text(arg))
+        elif op == "split":
+            raw = arg.encode()
+            wire += [s.text(raw[:1]), s.text(raw[1:])]
+        elif op == "call":
+            wire.append(s.tool_call("c1", '{"a": 1}', name="f", final=arg))
+        elif op == "skip":
+            for _ in range(arg):
+                s.text("lost")
+        elif op == "raw":
+            wire.append(arg)
+        elif op == "two":
+            wire.append(s.text("a") + s.text("b"))
+        else:
+            frame = bytearray(s.text("v"))
+            frame[0] = 9
+            wire.append(bytes(frame))
+    fast, general = Demux(), Demux()
+    for i, msg in enumerate(wire):
+        if i % 5 == 4:
+            fast.forgive([i])
+            general.forgive([i])
+        assert fast.feed_message(BytesSource(msg)) == general.feed_message(_NoFastPath(msg))
+        assert fast.last_seq == general.last_seq
+    assert fast.stats.as_dict() == general.stats.as_dict()
+    assert fast.flush_text() == general.flush_text()
