@@ -705,9 +705,10 @@ class Client:
         demux = getattr(self.codec, "demux", None)
         return demux.tools.open_calls if demux is not None else 0
 
-    def buffered_bytes(self) -> int:
-        """Bytes held between the socket and the sinks right now."""
-        queued = self.transport.queued_bytes() if self.transport is not None else 0
+    def buffered_bytes(self, in_js: bool = True) -> int:
+        """Bytes held between the socket and the sinks right now (``in_js``: with what waits in
+        the JS batching stage, one FFI read)."""
+        queued = self.transport.queued_bytes(in_js) if self.transport is not None else 0
         return queued + max(0, self._batch_left) + self._inflight + self.renderer.pending_bytes
 
     # ------------------------------------------------------------------ pipeline
@@ -721,7 +722,8 @@ class Client:
                 pass
             return None
         self._batch_left = nbytes
-        self._buffered_max = max(self._buffered_max, self.buffered_bytes())
+        # Nothing waits in the JS stage right now (it handed everything over): no FFI read.
+        self._buffered_max = max(self._buffered_max, self.buffered_bytes(in_js=False))
         self.batches_taken += 1
         now = time.monotonic()
         if self._first_message_at is None:

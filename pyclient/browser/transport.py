@@ -198,9 +198,9 @@ class WebSocketStreamTransport:
     def receive_stats(self) -> dict[str, Any]:
         return batch_stats(self._batcher) | {"early_socket": self.early}
 
-    def queued_bytes(self) -> int:
+    def queued_bytes(self, in_js: bool = True) -> int:
         """Bytes read from the socket that wait in the batching stage (not yet in Python)."""
-        return int(self._batcher.pendingBytes) if self._batcher is not None else 0
+        return int(self._batcher.pendingBytes) if in_js and self._batcher is not None else 0
 
     def dispose(self) -> None:
         pass  # holds no proxies: the client's pipe owner holds the batch callback
@@ -357,8 +357,8 @@ class ClassicWebSocketTransport:
         st["early_socket"] = self.early
         return st
 
-    def queued_bytes(self) -> int:
-        pending = int(self._batcher.pendingBytes) if self._batcher is not None else 0
+    def queued_bytes(self, in_js: bool = True) -> int:
+        pending = int(self._batcher.pendingBytes) if in_js and self._batcher is not None else 0
         return self.queue.bytes + pending
 
     def dispose(self) -> None:

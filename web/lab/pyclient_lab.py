@@ -71,6 +71,7 @@ async def main():
     await client.connect(f"/ws?{scenario.toString()}" if protocol == "pyclient" else None)
     js.performance.mark("connected")
     await client.wait_closed()
+    js.document.body.dataset.ended = client.state  # cheap to poll (bench/mainthread.py): not stats()
     if profile is not None:
         import io
         import pstats
