@@ -15,6 +15,9 @@ WebSocketStream and on the classic WebSocket, Firefox on the classic WebSocket (
 WebSocketStream). The median of ``--runs`` runs is reported, side by side in one run of this
 program. Writes docs/benchmarks/throughput.{json,md,png}.
 
+``--pyprofile`` adds one more pyclient run per protocol in Firefox under Python's ``cProfile``
+in the page: the Python functions with the most self time go into the report.
+
 ``--profile`` adds one more pyclient run per protocol in Chromium (WebSocketStream) under the
 V8 CPU profiler (CDP ``Profiler``): the functions with the most self time, JavaScript and
 WebAssembly (Pyodide's interpreter), go into the report. Profiling slows the run; its rate
@@ -63,12 +66,18 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--protocols", default=",".join(PROTOCOLS))
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--profile", action="store_true", help="profile one pyclient run per protocol in Chromium (CDP)")
+    ap.add_argument(
+        "--pyprofile",
+        action="store_true",
+        help="one more pyclient run per protocol in Firefox under Python's cProfile, in the page",
+    )
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     protocols = [x for x in args.protocols.split(",") if x]
     scenario = {"scenario": "chat", "turns": 1, "tokens": args.tokens, "burst": 0, "pause": 0, "audio": "off"}
     rows: list[dict[str, Any]] = []
     profiles: dict[str, list[dict[str, Any]]] = {}
+    pyprofiles: dict[str, str] = {}
     versions: dict[str, str] = {}
     server = start_server()
     try:
@@ -98,14 +107,26 @@ def main(argv: list[str]) -> int:
                         print(f"{protocol} / chromium / websocketstream / pyclient under the CPU profiler ...")
                         url = page_url(server.url, CLIENTS[1][1], protocol, {**scenario, "transport": transport})
                         profiles[protocol] = profile_run(page, url)
+                    if args.pyprofile and browser_name == "firefox":
+                        print(f"{protocol} / firefox / websocket / pyclient under cProfile ...", flush=True)
+                        q = {**scenario, "transport": transport, "pyprofile": 1}
+                        run_session(page, page_url(server.url, CLIENTS[1][1], protocol, q))
+                        page.wait_for_function("window.pyclientProfile !== undefined", timeout=60_000)
+                        pyprofiles[protocol] = page.evaluate("window.pyclientProfile")
                 browser.close()
     finally:
         server.stop()
-    md = report(rows, profiles, protocols, versions, args)
+    md = report(rows, profiles, pyprofiles, protocols, versions, args)
     (args.out / "throughput.md").write_text(md)
     (args.out / "throughput.json").write_text(
         json.dumps(
-            {"args": vars(args) | {"out": str(args.out)}, "versions": versions, "rows": rows, "profiles": profiles},
+            {
+                "args": vars(args) | {"out": str(args.out)},
+                "versions": versions,
+                "rows": rows,
+                "profiles": profiles,
+                "pyprofiles": pyprofiles,
+            },
             indent=1,
         )
     )
@@ -117,6 +138,7 @@ def main(argv: list[str]) -> int:
 def report(
     rows: list[dict[str, Any]],
     profiles: dict[str, list[dict[str, Any]]],
+    pyprofiles: dict[str, str],
     protocols: list[str],
     versions: dict[str, str],
     args: argparse.Namespace,
@@ -165,13 +187,34 @@ def report(
         ]
         for p in profile[:12]:
             lines.append(f"| `{p['function'][:70]}` | {p['self_ms']:,.0f} | {p['self_ms'] / total:.1%} |")
+    for protocol, text in pyprofiles.items():
+        table = [
+            line.replace("/home/pyodide/", "").replace("/lib/python314.zip/", "")
+            for line in text.splitlines()
+            if line.strip()
+        ]
+        start = next((i for i, line in enumerate(table) if line.lstrip().startswith("ncalls")), 0)
+        lines += [
+            "",
+            f"## Where pyclient's Python time goes: {protocol} (Firefox, classic WebSocket, cProfile in the page)",
+            "",
+            "One more session under Python's `cProfile` (`web/lab/pyclient.html?pyprofile=1`), by self time; "
+            "the profiler slows every call, so read the ranking, not the totals.",
+            "",
+            "```",
+            *table[:1],
+            *table[start : start + 16],
+            "```",
+        ]
     lines += [
         "",
         "Both clients rendered the same text in every run (characters: the reference counts UTF-16 code units, "
         "pyclient code points; the scenario's text has characters outside the BMP). Raw runs: `throughput.json`.",
         "",
         f"Reproduce: `./dev bench throughput --tokens {args.tokens} --runs {args.runs}"
-        + (" --profile`" if args.profile else "`"),
+        + (" --profile" if args.profile else "")
+        + (" --pyprofile" if args.pyprofile else "")
+        + "`",
         "",
     ]
     return "\n".join(lines)

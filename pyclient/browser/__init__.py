@@ -1,11 +1,14 @@
 """The browser shell: the only part of pyclient that imports ``js`` / ``pyodide``.
 
 transport.py  WebSocketStream and classic-WebSocket transports behind one interface
-client.py     Client: demux TransformStream, routing to sinks, stats
+client.py     Client: batches of received messages taken synchronously, routing to sinks, stats
 audio.py      AudioSink: AudioContext + worklet + ring writer (js/audio-player.js)
 render.py     TokenRenderer (rAF-batched text nodes) and ToolCards
-jsutil.py     proxy ownership and small JS helpers
-js/           the real-time JavaScript: AudioWorklet processor and the ring
+jsutil.py     proxy ownership, batches from JS (BatchSource), small JS helpers
+mic.py        MicUplink: microphone capture worklet to the codec's audio messages
+approval.py   ApprovalDialog: the page's dialog for tool calls a person approves
+js/           the JavaScript: AudioWorklet processors and the ring, batch.js (the receive
+              side's batching stage), early.js (a socket opened while Python boots), boot.js
 """
 
 from .client import Client

@@ -806,10 +806,7 @@ class Client:
         if becomes_ready:
             # Set up now (Gemini's setupComplete): what the protocol sends at once (the user
             # turns a resumed session needs again) goes before the sends that waited.
-            outgoing = self.conn.take_outgoing()
-            if outgoing:
-                await self._send(lambda: outgoing, opening=True)
-            self._ready.set()
+            await self._open_up()
         if waiting is not None:
             await waiting
         for event in events[start:]:
@@ -1317,12 +1314,17 @@ class Client:
             await self._send(lambda: opening, opening=True)
             self._opening_sent = True
             if self.conn.ready and not self._ready.is_set():
-                outgoing = self.conn.take_outgoing()  # set up while the opening went out
-                if outgoing:
-                    await self._send(lambda: outgoing, opening=True)
-                self._ready.set()
+                await self._open_up()  # set up while the opening went out
         except PyclientError as exc:
             self._remember(self.internal_errors, f"opening messages not sent: {exc}")
+
+    async def _open_up(self) -> None:
+        """The session is set up: what the protocol sends first goes first, then every send
+        waiting for the session may go."""
+        outgoing = self.conn.take_outgoing()
+        if outgoing:
+            await self._send(lambda: outgoing, opening=True)
+        self._ready.set()
 
     async def _take_back_lost_turn(self) -> None:
         """A protocol that resumes at a turn boundary (Gemini) sends the turn the loss cut
