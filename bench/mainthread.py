@@ -16,7 +16,7 @@ attribute: polling pyclient's ``stats()`` would add Python work of the bench's o
 * stalls: a 10 ms timer that fired more than 50 ms late, in every browser (Firefox has no
   long-task entries and no CDP).
 
-Writes docs/benchmarks/mainthread.{json,md}.
+Writes docs/benchmarks/mainthread.{json,md,png}.
 """
 
 from __future__ import annotations
@@ -115,8 +115,39 @@ def main(argv: list[str]) -> int:
     (args.out / "mainthread.json").write_text(
         json.dumps({"args": vars(args) | {"out": str(args.out)}, "versions": versions, "rows": rows}, indent=1)
     )
+    plot(args.out / "mainthread.png", rows)
     print(md)
     return 0
+
+
+def plot(path: Path, rows: list[dict[str, Any]]) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot", flush=True)
+        return
+    measured = [r for r in rows if r["script_share"] is not None]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    labels = [f"{r['client']}\n{r['transport']}" for r in measured]
+    ax.bar(range(len(measured)), [100 * r["script_share"] for r in measured], label="script")
+    ax.bar(
+        range(len(measured)),
+        [100 * ((r["task_share"] or 0) - r["script_share"]) for r in measured],
+        bottom=[100 * r["script_share"] for r in measured],
+        label="other main-thread tasks",
+        alpha=0.5,
+    )
+    ax.axhline(3, color="grey", linestyle=":", linewidth=1)
+    ax.set_xticks(range(len(measured)), labels, fontsize=8)
+    ax.set_ylabel("% of the main thread (Chromium, CDP)")
+    ax.set_title("voice load: 24 kHz audio + 200 tokens/s")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def report(rows: list[dict[str, Any]], versions: dict[str, str], args: argparse.Namespace) -> str:

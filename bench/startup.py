@@ -12,7 +12,7 @@ empty HTTP cache) and then again in the same context (second visit: what the cac
 * ``web/lab/reference.html``: the JavaScript reference, same session, same measure.
 
 All times are from navigation start (``performance.now()``). Median of ``--runs``. Writes
-docs/benchmarks/startup.{json,md}.
+docs/benchmarks/startup.{json,md,png}.
 """
 
 from __future__ import annotations
@@ -107,8 +107,36 @@ def main(argv: list[str]) -> int:
     (args.out / "startup.json").write_text(
         json.dumps({"args": vars(args) | {"out": str(args.out)}, "versions": versions, "rows": rows}, indent=1)
     )
+    plot(args.out / "startup.png", rows)
     print(md)
     return 0
+
+
+def plot(path: Path, rows: list[dict[str, Any]]) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot", flush=True)
+        return
+    fig, axes = plt.subplots(1, len(BROWSERS), figsize=(11, 4), squeeze=False)
+    for ax, browser_name in zip(axes[0], BROWSERS, strict=True):
+        mine = [r for r in rows if r["browser"] == browser_name]
+        labels = [f"{r['page'].replace(': first token', '')}\n{r['handshake_ms']} ms handshake" for r in mine]
+        y = range(len(mine))
+        ax.barh([i - 0.2 for i in y], [r["first_visit_ms"] for r in mine], 0.4, label="first visit")
+        ax.barh([i + 0.2 for i in y], [r["second_visit_ms"] for r in mine], 0.4, label="second visit")
+        ax.set_yticks(list(y), labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel("ms from navigation start")
+        ax.set_title(browser_name)
+        ax.legend(fontsize=7)
+    fig.suptitle("page open to first token (bare Pyodide: to Python ready)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def report(rows: list[dict[str, Any]], versions: dict[str, str], args: argparse.Namespace) -> str:
