@@ -29,9 +29,21 @@ from urllib.request import urlopen
 
 from playwright.sync_api import sync_playwright
 
-from devserver.harness import launch_args, start_server
+from devserver.harness import start_server
 
-from .pagetools import CLIENTS, CONFIGS, OBSERVE_PAGE, OUT, clock_offset_ms, machine, page_url, pct, run_session
+from .pagetools import (
+    CLIENTS,
+    OBSERVE_PAGE,
+    OUT,
+    clock_offset_ms,
+    configs,
+    machine,
+    page_url,
+    pct,
+    pyplot,
+    run_session,
+    write_results,
+)
 
 
 def latencies(stamps: list[list[float]], dom: list[list[float]], offset_ms: float) -> list[float]:
@@ -83,9 +95,7 @@ def main(argv: list[str]) -> int:
     server = start_server()
     try:
         with sync_playwright() as p:
-            for browser_name, transport in CONFIGS:
-                browser = getattr(p, browser_name).launch(**launch_args(browser_name))
-                versions[browser_name] = browser.version
+            for browser_name, transport, browser in configs(p, versions):
                 page = browser.new_page()
                 page.add_init_script(OBSERVE_PAGE)
                 for client, path in CLIENTS:
@@ -108,16 +118,10 @@ def main(argv: list[str]) -> int:
                             "runs": runs,
                         }
                     )
-                browser.close()
     finally:
         server.stop()
-    md = report(rows, versions, args)
-    (args.out / "latency.md").write_text(md)
-    (args.out / "latency.json").write_text(
-        json.dumps({"args": vars(args) | {"out": str(args.out)}, "versions": versions, "rows": rows}, indent=1)
-    )
+    write_results(args.out, "latency", report(rows, versions, args), {"versions": versions, "rows": rows}, args)
     plot(args.out / "latency.png", rows)
-    print(md)
     return 0
 
 
@@ -160,13 +164,8 @@ def report(rows: list[dict[str, Any]], versions: dict[str, str], args: argparse.
 
 
 def plot(path: Path, rows: list[dict[str, Any]]) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no plot", flush=True)
+    plt = pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(8, 4))
     for r in rows:

@@ -22,15 +22,25 @@ Writes docs/benchmarks/mainthread.{json,md,png}.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 from playwright.sync_api import sync_playwright
 
-from devserver.harness import launch_args, start_server
+from devserver.harness import start_server
 
-from .pagetools import CLIENTS, CONFIGS, OBSERVE_PAGE, OUT, SESSION_TIMEOUT_MS, machine, median, page_url
+from .pagetools import (
+    CLIENTS,
+    OBSERVE_PAGE,
+    OUT,
+    SESSION_TIMEOUT_MS,
+    configs,
+    machine,
+    median,
+    page_url,
+    pyplot,
+    write_results,
+)
 
 
 def metrics(cdp: Any) -> dict[str, float]:
@@ -76,9 +86,7 @@ def main(argv: list[str]) -> int:
     server = start_server()
     try:
         with sync_playwright() as p:
-            for browser_name, transport in CONFIGS:
-                browser = getattr(p, browser_name).launch(**launch_args(browser_name))
-                versions[browser_name] = browser.version
+            for browser_name, transport, browser in configs(p, versions):
                 page = browser.new_page()
                 page.add_init_script(OBSERVE_PAGE)
                 cdp = None
@@ -107,27 +115,16 @@ def main(argv: list[str]) -> int:
                             "runs": runs,
                         }
                     )
-                browser.close()
     finally:
         server.stop()
-    md = report(rows, versions, args)
-    (args.out / "mainthread.md").write_text(md)
-    (args.out / "mainthread.json").write_text(
-        json.dumps({"args": vars(args) | {"out": str(args.out)}, "versions": versions, "rows": rows}, indent=1)
-    )
+    write_results(args.out, "mainthread", report(rows, versions, args), {"versions": versions, "rows": rows}, args)
     plot(args.out / "mainthread.png", rows)
-    print(md)
     return 0
 
 
 def plot(path: Path, rows: list[dict[str, Any]]) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no plot", flush=True)
+    plt = pyplot()
+    if plt is None:
         return
     measured = [r for r in rows if r["script_share"] is not None]
     fig, ax = plt.subplots(figsize=(7, 3.5))

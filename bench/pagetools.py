@@ -7,13 +7,15 @@ pure-JavaScript client doing the same work, side by side in one run of the progr
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from devserver.harness import ROOT
+from devserver.harness import ROOT, launch_args
 
 OUT = ROOT / "docs" / "benchmarks"
 # (browser, transport): Firefox has no WebSocketStream.
@@ -121,3 +123,35 @@ def ratio(ours: float | None, theirs: float | None, higher_is_better: bool = Tru
     if not ours or not theirs:
         return "n/a"
     return f"{(ours / theirs if higher_is_better else theirs / ours):.2f}x"
+
+
+def configs(p: Any, versions: dict[str, str]) -> Any:
+    """Each (browser, transport) of CONFIGS with its launched browser (closed after); the
+    browsers' versions go into ``versions``."""
+    for browser_name, transport in CONFIGS:
+        browser = getattr(p, browser_name).launch(**launch_args(browser_name))
+        versions[browser_name] = browser.version
+        try:
+            yield browser_name, transport, browser
+        finally:
+            browser.close()
+
+
+def write_results(out: Path, name: str, md: str, results: dict[str, Any], args: Any) -> None:
+    """``name``.md and ``name``.json (with the arguments) in ``out``; prints the report."""
+    (out / f"{name}.md").write_text(md)
+    (out / f"{name}.json").write_text(json.dumps({"args": vars(args) | {"out": str(out)}, **results}, indent=1))
+    print(md)
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend, or None (no plot) where it is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot", flush=True)
+        return None
+    return plt

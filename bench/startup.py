@@ -18,7 +18,6 @@ docs/benchmarks/startup.{json,md,png}.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from playwright.sync_api import sync_playwright
 
 from devserver.harness import launch_args, start_server
 
-from .pagetools import LEAN, OBSERVE_PAGE, OUT, machine, median, page_url
+from .pagetools import LEAN, OBSERVE_PAGE, OUT, machine, median, page_url, pyplot, write_results
 
 BROWSERS = ["chromium", "firefox"]
 QUERY = {"scenario": "chat", "turns": 1, "tokens": 50, "burst": 0, "pause": 0, "audio": "off"}
@@ -102,24 +101,14 @@ def main(argv: list[str]) -> int:
                 browser.close()
     finally:
         server.stop()
-    md = report(rows, versions, args)
-    (args.out / "startup.md").write_text(md)
-    (args.out / "startup.json").write_text(
-        json.dumps({"args": vars(args) | {"out": str(args.out)}, "versions": versions, "rows": rows}, indent=1)
-    )
+    write_results(args.out, "startup", report(rows, versions, args), {"versions": versions, "rows": rows}, args)
     plot(args.out / "startup.png", rows)
-    print(md)
     return 0
 
 
 def plot(path: Path, rows: list[dict[str, Any]]) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no plot", flush=True)
+    plt = pyplot()
+    if plt is None:
         return
     fig, axes = plt.subplots(1, len(BROWSERS), figsize=(11, 4), squeeze=False)
     for ax, browser_name in zip(axes[0], BROWSERS, strict=True):

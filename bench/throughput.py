@@ -27,15 +27,27 @@ is not reported.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 from playwright.sync_api import sync_playwright
 
-from devserver.harness import launch_args, start_server
+from devserver.harness import start_server
 
-from .pagetools import CLIENTS, CONFIGS, OUT, PROTOCOLS, machine, median, page_url, ratio, run_session
+from .pagetools import (
+    CLIENTS,
+    CONFIGS,
+    OUT,
+    PROTOCOLS,
+    configs,
+    machine,
+    median,
+    page_url,
+    pyplot,
+    ratio,
+    run_session,
+    write_results,
+)
 
 
 def run_once(page: Any, url: str) -> dict[str, Any]:
@@ -82,9 +94,7 @@ def main(argv: list[str]) -> int:
     server = start_server()
     try:
         with sync_playwright() as p:
-            for browser_name, transport in CONFIGS:
-                browser = getattr(p, browser_name).launch(**launch_args(browser_name))
-                versions[browser_name] = browser.version
+            for browser_name, transport, browser in configs(p, versions):
                 page = browser.new_page()
                 for protocol in protocols:
                     for client, path in CLIENTS:
@@ -113,25 +123,11 @@ def main(argv: list[str]) -> int:
                         run_session(page, page_url(server.url, CLIENTS[1][1], protocol, q))
                         page.wait_for_function("window.pyclientProfile !== undefined", timeout=60_000)
                         pyprofiles[protocol] = page.evaluate("window.pyclientProfile")
-                browser.close()
     finally:
         server.stop()
-    md = report(rows, profiles, pyprofiles, protocols, versions, args)
-    (args.out / "throughput.md").write_text(md)
-    (args.out / "throughput.json").write_text(
-        json.dumps(
-            {
-                "args": vars(args) | {"out": str(args.out)},
-                "versions": versions,
-                "rows": rows,
-                "profiles": profiles,
-                "pyprofiles": pyprofiles,
-            },
-            indent=1,
-        )
-    )
+    results = {"versions": versions, "rows": rows, "profiles": profiles, "pyprofiles": pyprofiles}
+    write_results(args.out, "throughput", report(rows, profiles, pyprofiles, protocols, versions, args), results, args)
     _plot(args.out / "throughput.png", rows, protocols)
-    print(md)
     return 0
 
 
@@ -249,13 +245,8 @@ def profile_run(page: Any, url: str) -> list[dict[str, Any]]:
 
 
 def _plot(path: Path, rows: list[dict[str, Any]], protocols: list[str]) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no plot", flush=True)
+    plt = pyplot()
+    if plt is None:
         return
     fig, axes = plt.subplots(1, len(protocols), figsize=(5 * len(protocols), 3.6), squeeze=False)
     width = 0.38

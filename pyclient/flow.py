@@ -96,6 +96,7 @@ class ReceiveQueue(Generic[T]):
         self._unknown: deque[_Entry[T]] = deque()  # live entries not classified yet, in arrival order
         self._audio: list[tuple[int, _Entry[T]]] = []  # live droppable entries: a heap by arrival
         self._live = 0
+        self._gone = 0  # dropped entries still in _q (compacted when they outnumber the live)
         self._order = 0
         self.bytes = 0
         self.bytes_max = 0
@@ -138,6 +139,7 @@ class ReceiveQueue(Generic[T]):
             raise IndexError("pop from an empty ReceiveQueue")
         e = self._q.popleft()
         while e.gone:
+            self._gone -= 1
             e = self._q.popleft()
         # The oldest live entry is also the oldest of its kind: the head of its index.
         if e.droppable is None:
@@ -168,7 +170,11 @@ class ReceiveQueue(Generic[T]):
         self._live -= 1
         self.bytes -= e.nbytes
         self._count_drop(e.item, e.nbytes, e.seq)  # type: ignore[arg-type]
-        e.item = None  # released now, though its place in the line goes when it reaches the head
+        e.item = None  # released now; its place in the line goes at the head, or in a compaction
+        self._gone += 1
+        if self._gone > self._live + 64:  # a queue nobody takes from must not grow by drops
+            self._q = deque(x for x in self._q if not x.gone)
+            self._gone = 0
         return True
 
     def _count_drop(self, item: T, nbytes: int, seq: int | None) -> None:

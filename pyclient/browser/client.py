@@ -1392,7 +1392,10 @@ class Client:
             if self.state != "open" or self._switching or self._dead.is_set() or self._inflight:
                 continue
             now = time.monotonic()
-            heard = max(self._last_message_at or 0.0, self._link_opened_at)
+            # Classic: a batch JavaScript handed over is heard, even while the client is busy
+            # with earlier ones (they wait in the queue, not in the socket).
+            arrived = getattr(self.transport, "last_arrival", 0.0)
+            heard = max(self._last_message_at or 0.0, self._link_opened_at, arrived)
             if self.idle_timeout_s and now - heard >= self.idle_timeout_s:
                 self._give_up_link(f"nothing received for {self.idle_timeout_s:g} s")
             elif self.heartbeat_s and self._ping_at is not None and heard < self._ping_at:

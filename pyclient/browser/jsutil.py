@@ -13,6 +13,8 @@ from typing import Any
 import js
 from pyodide.ffi import create_proxy, to_js
 
+from ..frames import BytesSource
+
 
 def js_object(**fields: Any) -> Any:
     """A plain JS object (not a Map) from keyword arguments."""
@@ -82,9 +84,11 @@ class BatchSource:
         return fmt.unpack_from(self._mv, self._start + offset)
 
 
-def unpack_batch(layout: Any, data: Any, texts: Any) -> tuple[list[Any], int]:
+def unpack_batch(layout: Any, data: Any, texts: Any, own: bool = False) -> tuple[list[Any], int]:
     """A batch from ``js/batch.js`` as messages (``str`` or ``BatchSource``) and their bytes:
-    three crossings for the whole batch, none per message."""
+    three crossings for the whole batch, none per message. ``own``: each binary message gets
+    storage of its own (``BytesSource``), for messages that outlive the batch in a queue (a
+    BatchSource keeps the whole batch alive)."""
     sizes = memoryview(layout.to_bytes()).cast("i").tolist()
     strings = texts.to_py() if -1 in sizes else []
     mv = memoryview(data.to_bytes()) if len(strings) < len(sizes) else memoryview(b"")
@@ -97,7 +101,7 @@ def unpack_batch(layout: Any, data: Any, texts: Any) -> tuple[list[Any], int]:
             nbytes += len(message)
             messages.append(message)
         else:
-            messages.append(BatchSource(mv, data, off, off + n))
+            messages.append(BytesSource(mv[off : off + n].tobytes()) if own else BatchSource(mv, data, off, off + n))
             off += n
             nbytes += n
     return messages, nbytes

@@ -203,7 +203,10 @@ class WebSocketStreamTransport:
         return int(self._batcher.pendingBytes) if in_js and self._batcher is not None else 0
 
     def dispose(self) -> None:
-        pass  # holds no proxies: the client's pipe owner holds the batch callback
+        # No proxies of its own (the client's pipe owner holds the batch callback); the
+        # batching stage's message port goes (a pipe that never ended would keep it).
+        if self._batcher is not None:
+            self._batcher.close()
 
 
 class ClassicWebSocketTransport:
@@ -218,6 +221,10 @@ class ClassicWebSocketTransport:
         classify: Classify | None = None,
         audio_samples: Callable[[Any], int] | None = None,
     ) -> None:
+        if receive_queue_bytes < MIN_RECEIVE_QUEUE_BYTES:
+            raise UsageError(
+                f"receive_queue_bytes={receive_queue_bytes} is below the {MIN_RECEIVE_QUEUE_BYTES}-byte minimum"
+            )
         self._batch = batch  # the js/batch.js module
         self._owner = ProxyOwner()
         self._ws: Any = None
@@ -239,6 +246,8 @@ class ClassicWebSocketTransport:
         self.buffered_amount_max = 0
         self.text_messages = 0
         self.early = False  # adopted a socket the page opened while Python booted
+        self.last_arrival = 0.0  # when JavaScript last handed over a batch (the socket is alive)
+        self.arrive_error: str | None = None
 
     async def open(self, url: str, protocols: list[str], early: Any = None) -> None:
         """``early``: the same socket, opened while Python booted (js/early.js): adopted, with
@@ -277,12 +286,19 @@ class ClassicWebSocketTransport:
         self.protocol = ws.protocol or ""
 
     def _arrive(self, layout: Any, data: Any, texts: Any) -> None:
-        """A batch from JavaScript: into the bounded queue (the oldest audio goes when full)."""
-        messages, _ = unpack_batch(layout, data, texts)
-        push = self.queue.push
-        for message in messages:
-            push(message, len(message))  # classified only if the queue must make room
-        self.text_messages += int(texts.length)
+        """A batch from JavaScript: into the bounded queue (the oldest audio goes when full).
+        Never raises (JavaScript would stop handing over): a failure closes the socket (4001)."""
+        try:
+            # Each message its own storage: a dropped one must free its bytes, not keep its batch.
+            messages, _ = unpack_batch(layout, data, texts, own=True)
+            push = self.queue.push
+            for message in messages:
+                push(message, len(message))  # classified only if the queue must make room
+            self.text_messages += int(texts.length)
+        except Exception as exc:
+            self.arrive_error = f"{type(exc).__name__}: {exc}"
+            self.close(4001, "client failed to queue a message")
+        self.last_arrival = time.monotonic()
         self._arrived.set()
 
     def start(self, consume: Consume, owner: ProxyOwner) -> asyncio.Future:
@@ -355,6 +371,8 @@ class ClassicWebSocketTransport:
         st["text_messages"] = self.text_messages
         st["buffered_amount_max"] = self.buffered_amount_max
         st["early_socket"] = self.early
+        if self.arrive_error:
+            st["arrive_error"] = self.arrive_error
         return st
 
     def queued_bytes(self, in_js: bool = True) -> int:

@@ -76,3 +76,26 @@ def test_an_early_socket_the_client_would_not_open_is_closed(page: Page, server:
     )
     assert got == {"taken": True, "closing": True, "left": 0}
     watch.assert_clean()
+
+
+def test_an_early_socket_that_failed_before_python_came_is_not_taken(page: Page, server: Server, watch: Watch) -> None:
+    # WebSocketStream in Chromium, the classic socket in Firefox: the client must open a
+    # fresh socket rather than adopt a dead one.
+    page.goto(server.url + "style.css")
+    got = page.evaluate(
+        """async () => {
+          const { openEarly, takeEarly } = await import("/pyclient/browser/js/early.js");
+          const early = openEarly("/no-such-socket", ["pyclient.v1"]);
+          await new Promise((resolve) => {
+            const dead = () => early.ended || (early.ws && early.ws.readyState === 3);
+            const check = () => (dead() ? resolve() : setTimeout(check, 20));
+            check();
+          });
+          const url = new URL("/no-such-socket", location.href); url.protocol = "ws:";
+          const taken = takeEarly(url.href, ["pyclient.v1"], early.transport) !== undefined;
+          return { transport: early.transport, taken };
+        }"""
+    )
+    assert got["taken"] is False, got
+    watch.forgive_socket_error("no-such-socket")
+    watch.assert_clean()

@@ -74,6 +74,15 @@ def test_messages_are_classified_only_when_the_queue_must_make_room() -> None:
     assert q.dropped_frames == 3
 
 
+def test_a_queue_nobody_takes_from_does_not_grow_by_dropping() -> None:
+    # The sinks are stuck (audio waiting for a click): every new frame drops an older one.
+    q: ReceiveQueue[int] = ReceiveQueue(max_bytes=1000, classify=lambda item: (True, item))
+    for i in range(10_000):
+        q.push(i, 100)
+    assert len(q) == 10 and q.dropped_frames == 9_990 and len(q._q) <= 2 * len(q) + 65
+    assert [q.pop()[0] for _ in range(len(q))] == list(range(9_990, 10_000))
+
+
 def test_a_queue_held_over_its_bound_by_text_does_not_rescan_itself() -> None:
     asked: list[int] = []
 
@@ -112,6 +121,7 @@ def test_queue_invariants(ops: list[tuple[int, bool | None, bool]]) -> None:
         audio_bytes = sum(e.nbytes for e in live if e.item >= 0)
         assert audio_bytes <= q.max_bytes
         assert q.bytes == sum(e.nbytes for e in live) and len(q) == len(live)
+        assert len(q._q) <= 2 * len(q) + 65  # dropped entries do not pile up
     while len(q):
         popped.append(q.pop()[0])
     assert [x for x in popped if x < 0] == sorted((x for x in popped if x < 0), reverse=True)  # in order

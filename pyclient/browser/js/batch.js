@@ -103,6 +103,7 @@ export class Batcher {
   fail(error) {
     this.failed = error;
     for (const [, reject] of this.waiters.splice(0)) reject(error);
+    this.close();
   }
 
   // Deliver everything still pending, then resolve (the source ended or failed).

@@ -29,8 +29,9 @@ export function openEarly(url, protocols = [], { transport = "auto", maxBytes = 
   };
   if (stream) {
     early.wss = new WebSocketStream(early.url, { protocols: early.protocols });
-    early.wss.opened.catch(() => {});  // a failure is Python's to report once it adopts this
-    early.wss.closed.catch(() => {});
+    // Failed or closed before Python came: not adopted (the client opens a fresh socket).
+    early.wss.opened.catch(() => { early.ended = true; });
+    early.wss.closed.then(() => { early.ended = true; }, () => { early.ended = true; });
   } else {
     const ws = (early.ws = new WebSocket(early.url, early.protocols));
     ws.binaryType = "arraybuffer";
@@ -60,7 +61,7 @@ export function takeEarly(url, protocols, transport) {
   for (const early of pool) {
     const same = early.url === url && early.transport === transport &&
       early.protocols.length === protocols.length && early.protocols.every((p, i) => p === protocols[i]);
-    const usable = early.ws ? early.ws.readyState <= 1 && !early.overflowed : true;
+    const usable = early.ws ? early.ws.readyState <= 1 && !early.overflowed : !early.ended;
     if (same && usable && !found) found = early;
     else if (early.ws) early.ws.close(1000, "not adopted");
     else early.wss.close({ closeCode: 1000, reason: "not adopted" });
