@@ -718,8 +718,7 @@ class Client:
         with no asyncio hop; when one must wait, returns a task that finishes the batch (the
         transport delivers nothing more until it is done: backpressure). Never raises."""
         if link != self._link_no:
-            for _ in messages:  # a socket given up for dead: its session goes on on another
-                pass
+            _skip(messages)  # a socket given up for dead: its session goes on on another
             return None
         self._batch_left = nbytes
         # Nothing waits in the JS stage right now (it handed everything over): no FFI read.
@@ -733,28 +732,30 @@ class Client:
             self._link_heard = link
             self.policy.confirmed()
         messages = iter(messages)
+        waiting = self._receive_until_wait(messages)
+        self._handling_s += time.monotonic() - now
+        if waiting is None:
+            self._batch_left = 0
+            return None
+        self.batches_waited += 1
+        return asyncio.ensure_future(self._take_rest(waiting, messages, link))
+
+    def _receive_until_wait(self, messages: Any) -> Awaitable[None] | None:
+        """Take messages from the iterator until one must wait; returns that wait (the rest of
+        the iterator stays for after it), or None when all were taken."""
         for message in messages:
             waiting = self._receive(message)
             if waiting is not None:
-                self.batches_waited += 1
-                self._handling_s += time.monotonic() - now
-                return asyncio.ensure_future(self._take_rest(waiting, messages, link))
-        self._batch_left = 0
-        self._handling_s += time.monotonic() - now
+                return waiting
         return None
 
-    async def _take_rest(self, waiting: Awaitable[None], messages: Any, link: int) -> None:
+    async def _take_rest(self, waiting: Awaitable[None] | None, messages: Any, link: int) -> None:
         while waiting is not None:
             await self._guarded(waiting)
-            waiting = None
             if link != self._link_no:
-                for _ in messages:  # given up for dead meanwhile
-                    pass
+                _skip(messages)  # given up for dead meanwhile
                 break
-            for message in messages:
-                waiting = self._receive(message)
-                if waiting is not None:
-                    break
+            waiting = self._receive_until_wait(messages)
         self._last_message_at = time.monotonic()
         self._buffered_max = max(self._buffered_max, self.buffered_bytes())
         self._batch_left = 0
@@ -1454,6 +1455,13 @@ class Client:
     def _remember(bucket: list[Any], item: Any) -> None:
         bucket.append(item)
         del bucket[:-MAX_REMEMBERED_ERRORS]
+
+
+def _skip(messages: Any) -> None:
+    """Use up a batch's messages unread (the classic transport's queue hands them out as they
+    are taken)."""
+    for _ in messages:
+        pass
 
 
 def _redact(url: str | None) -> str | None:
