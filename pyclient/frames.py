@@ -255,6 +255,12 @@ def json_depth(text: str) -> int:
     return max(0, max(map(operator.sub, accumulate(steps), count(1))))
 
 
+# One decoder for all peer JSON: ``json.loads(text, parse_constant=...)`` would build a new one
+# (and go through three Python frames) per message.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_SCAN = _DECODER.scan_once  # the C scanner: one call for a whole document
+
+
 def decode_json(text: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
     """``json.loads`` for peer input: raises ``ValueError`` (with the numbers), never recurses deep.
 
@@ -266,7 +272,14 @@ def decode_json(text: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
         if depth > max_depth:
             raise ValueError(f"JSON nested {depth} deep, limit is {max_depth}")
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        # The common case in one C call: a document with nothing around it. Anything else
+        # (whitespace around it, trailing data, an error) goes the way json.loads goes, for
+        # its result or its error message.
+        try:
+            obj, end = _SCAN(text, 0)
+        except StopIteration:
+            return _DECODER.decode(text)
+        return obj if end == len(text) else _DECODER.decode(text)
     except RecursionError as exc:  # not reached after the scan; kept as a second guard
         raise ValueError(f"JSON nested too deep for the parser (limit is {max_depth})") from exc
 

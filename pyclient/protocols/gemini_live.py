@@ -452,20 +452,14 @@ class GeminiLiveCodec(Codec):
                 entry[1] = True
 
     def _on_server_content(self, content: dict[str, Any]) -> list[Event]:
+        turn = content.get("modelTurn")
+        if len(content) == 1 and turn is not None:  # most messages: model content alone
+            self._model_turn_content()
+            return self._parts(turn, [])
         out: list[Event] = []
         if "modelTurn" in content or "outputTranscription" in content:
             self._model_turn_content()
-        turn = content.get("modelTurn")
-        parts = turn.get("parts") if isinstance(turn, dict) else None
-        for part in parts if isinstance(parts, list) else ():
-            if not isinstance(part, dict):
-                continue
-            inline = part.get("inlineData")
-            if isinstance(inline, dict):
-                out += self._audio(inline)
-            text = part.get("text")
-            if isinstance(text, str) and part.get("thought") is not True:
-                out += self._render(text, "parts")
+            self._parts(turn, out)
         said = content.get("outputTranscription")
         if isinstance(said, dict) and isinstance(said.get("text"), str):
             out += self._render(said["text"], "transcript")
@@ -493,6 +487,20 @@ class GeminiLiveCodec(Codec):
                 if key in content:
                     fields[key] = content[key]
             out.append(TurnEnded(fields))
+        return out
+
+    def _parts(self, turn: Any, out: list[Event]) -> list[Event]:
+        """``out`` with the events of a ``modelTurn``'s parts (audio, text) appended."""
+        parts = turn.get("parts") if isinstance(turn, dict) else None
+        for part in parts if isinstance(parts, list) else ():
+            if not isinstance(part, dict):
+                continue
+            inline = part.get("inlineData")
+            if isinstance(inline, dict):
+                out += self._audio(inline)
+            text = part.get("text")
+            if isinstance(text, str) and part.get("thought") is not True:
+                out += self._render(text, "parts")
         return out
 
     def _audio(self, inline: dict[str, Any]) -> list[Event]:

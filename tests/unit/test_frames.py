@@ -313,6 +313,45 @@ def test_json_depth_scan_is_linear_on_quote_and_backslash_floods() -> None:
         decode_json(text)
 
 
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
+    max_leaves=12,
+)
+_JSON_TEXTS = st.one_of(
+    st.builds(json.dumps, _JSON_VALUES),
+    st.builds(
+        lambda v, a, b: a + json.dumps(v) + b,
+        _JSON_VALUES,
+        st.sampled_from(["", " ", "\n\t", "x", "]"]),
+        st.sampled_from(["", " ", "\r\n", "}", "1", " x"]),
+    ),
+    st.text(alphabet='{}[]",:0123456789.eE+-truefalsn \\u', max_size=24),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_JSON_TEXTS)
+def test_decode_json_is_json_loads(text: str) -> None:
+    """The one-call scanner path gives json.loads's result, or fails where json.loads fails."""
+    try:
+        expected = json.loads(text)
+    except ValueError:
+        with pytest.raises(ValueError):
+            decode_json(text)
+        return
+    assert decode_json(text) == expected
+
+
+def test_decode_json_error_messages_are_json_loads_messages() -> None:
+    for text in ["", "  ", '{"a": 1} x', '{"a": }', "[1, 2", " [1] ]"]:
+        with pytest.raises(ValueError) as ours:
+            decode_json(text)
+        with pytest.raises(ValueError) as theirs:
+            json.loads(text)
+        assert str(ours.value) == str(theirs.value)
+
+
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
 def test_nan_and_infinity_literals_are_not_json(literal: str) -> None:
     raw = encode_raw(Kind.CONTROL, 1, f'{{"type": "x", "v": {literal}}}'.encode())
