@@ -83,7 +83,7 @@ class Connection:
         self.malformed = 0
         self.ignored = 0
         self.ignored_types: dict[str, int] = {}
-        self._outgoing: list[Message] = []
+        self.outgoing: list[Message] = []  # what the protocol decided to send while receiving
 
     # ------------------------------------------------------------------ opening
 
@@ -115,7 +115,7 @@ class Connection:
         if self.credit is not None:
             self.credit.on_received(nbytes)
         events = self.codec.decode(message)
-        self._outgoing += self.codec.take_outgoing()
+        self.outgoing += self.codec.take_outgoing()
         for event in events:
             if type(event) in _STREAM_EVENTS:
                 continue  # text and audio: nothing for the connection to note
@@ -138,7 +138,7 @@ class Connection:
 
     def take_outgoing(self) -> list[Message]:
         """Messages the protocol decided to send while receiving; send them after ``receive``."""
-        out, self._outgoing = self._outgoing, []
+        out, self.outgoing = self.outgoing, []
         return out
 
     def consumed(self, nbytes: int) -> list[Message]:

@@ -303,6 +303,10 @@ class Client:
         self._closed = asyncio.get_event_loop().create_future()
         self._inflight = 0  # bytes of the message whose events wait for a sink
         self._batch_left = 0  # bytes of the batch not handled yet
+        # A run of messages that were text alone, not rendered yet: they go to the renderer as
+        # one write, with one credit step (empty outside _receive_until_wait).
+        self._text_run: list[TextDelta] = []
+        self._text_run_bytes = 0
         self.batches_taken = 0  # batches of received messages handed to the client
         self.batches_waited = 0  # ... of which one had to wait for a sink (the rest took no asyncio hop)
         self._handling_s = 0.0  # main-thread time spent taking them (up to the first wait)
@@ -747,7 +751,7 @@ class Client:
             waiting = self._receive(message)
             if waiting is not None:
                 return waiting
-        return None
+        return self._flush_run() if self._text_run else None
 
     async def _take_rest(self, waiting: Awaitable[None] | None, messages: Any, link: int) -> None:
         while waiting is not None:
@@ -782,8 +786,19 @@ class Client:
             if queue is not None and queue.dropped_frames != self._drops_seen:
                 self._drops_seen = queue.dropped_frames
                 self.codec.forgive(queue.take_dropped_seqs())  # dropped on purpose: no gaps
-            events = self.conn.receive(message, n)
-            if not self._ready.is_set() and self._opening_sent and self.conn.ready:
+            conn = self.conn
+            events = conn.receive(message, n)
+            if len(events) == 1 and type(events[0]) is TextDelta and not conn.outgoing and self._ready.is_set():
+                # Text alone (most of a chat stream): rendered with the run it belongs to.
+                self._text_run.append(events[0])  # type: ignore[arg-type]
+                self._text_run_bytes += n
+                return None
+            if self._text_run:
+                held = self._text_run_bytes
+                waiting = self._flush_run()
+                if waiting is not None:
+                    return self._receive_slowly(events, 0, n, waiting=waiting, held=held)
+            if not self._ready.is_set() and self._opening_sent and conn.ready:
                 return self._receive_slowly(events, 0, n, becomes_ready=True)
             for i, event in enumerate(events):
                 waiting = self._dispatch_now(event)
@@ -802,8 +817,9 @@ class Client:
         n: int,
         waiting: Awaitable[None] | None = None,
         becomes_ready: bool = False,
+        held: int = 0,
     ) -> None:
-        self._inflight = n
+        self._inflight = n + held  # held: bytes of a run of text that waits before this message
         if becomes_ready:
             # Set up now (Gemini's setupComplete): what the protocol sends at once (the user
             # turns a resumed session needs again) goes before the sends that waited.
@@ -813,6 +829,29 @@ class Client:
         for event in events[start:]:
             await self._dispatch(event)
         self._inflight = 0
+        after = self._after_message(n)
+        if after is not None:
+            await after
+
+    def _flush_run(self) -> Awaitable[None] | None:
+        """The run of text messages to the renderer as one write (and to listeners, delta by
+        delta), credit for all of it; returns what must still be awaited (a full renderer)."""
+        run, n = self._text_run, self._text_run_bytes
+        self._text_run, self._text_run_bytes = [], 0
+        text = run[0].text if len(run) == 1 else "".join([e.text for e in run])
+        self.text_deltas += len(run)
+        if not self.renderer.write_now(text):
+            self._inflight = n
+            return self._write_run(text, run, n)
+        if self._listeners:
+            for event in run:
+                self._notify(event)
+        return self._after_message(n)
+
+    async def _write_run(self, text: str, run: list[TextDelta], n: int) -> None:
+        await self.renderer.write(text)
+        for event in run:
+            self._notify(event)
         after = self._after_message(n)
         if after is not None:
             await after
