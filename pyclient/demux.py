@@ -108,6 +108,7 @@ class Demux:
             clock=clock,
         )
         self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+        self._utf8_clean = True  # the decoder holds no bytes of a character cut between frames
         self._expected_seq: int | None = None
         self.last_seq: int | None = None  # the sequence number of the last frame routed (resume point)
         self._forgiven: set[int] = set()
@@ -119,31 +120,37 @@ class Demux:
 
     def feed_message(self, src: ByteSource | bytes) -> list[Event]:
         """Route every frame of one whole WebSocket message."""
-        if isinstance(src, (bytes, bytearray, memoryview)):
+        if isinstance(src, (bytes, bytearray)):
+            fast = self._one_text_frame(src, 0, len(src))
+            if fast is not None:
+                return fast
             src = BytesSource(src)
-        fast = self._one_text_frame(src)
-        if fast is not None:
-            return fast
+        else:
+            if isinstance(src, memoryview):
+                src = BytesSource(src)
+            span = getattr(src, "span", None)  # a source that lies in a buffer (ours do)
+            if span is not None:
+                fast = self._one_text_frame(*span())
+                if fast is not None:
+                    return fast
         out: list[Event] = self.tools.expire()
         for decoded in self.decoder.feed_message(src):
             self._route_one(decoded, out)
         return out
 
-    def _one_text_frame(self, src: ByteSource) -> list[Event] | None:
-        """The message a token stream is made of, with a fraction of the general path's work:
-        one whole TEXT frame, the next in sequence, while no tool call is open. Anything else
-        (or a byte source that cannot unpack in place): None, and the general path decides."""
-        unpack = getattr(src, "unpack_from", None)
-        total = len(src)
-        if unpack is None or total < HEADER_SIZE or self.tools.open_calls:
+    def _one_text_frame(self, buf: Any, start: int, end: int) -> list[Event] | None:
+        """The message a token stream is made of (``buf[start:end]``), with a fraction of the
+        general path's work: one whole TEXT frame, the next in sequence, while no tool call is
+        open. Anything else: None, and the general path decides."""
+        if end - start < HEADER_SIZE or self.tools.open_by_id:
             return None
-        version, kind, _flags, reserved, seq, length = unpack(HEADER, 0)
+        version, kind, _flags, reserved, seq, length = HEADER.unpack_from(buf, start)
         expected = self._expected_seq
         if (
             kind != _TEXT_KIND
             or version != PROTOCOL_VERSION
             or reserved
-            or HEADER_SIZE + length != total
+            or HEADER_SIZE + length != end - start
             or length > self.decoder.max_payload
             or (expected is not None and seq != expected)
             or self._forgiven
@@ -156,8 +163,24 @@ class Demux:
         st.bytes += length
         st.frames_by_kind["text"] = st.frames_by_kind.get("text", 0) + 1
         st.bytes_by_channel[_TEXT] = st.bytes_by_channel.get(_TEXT, 0) + length
-        text = self._utf8.decode(src.bytes_at(HEADER_SIZE, length))
+        payload = buf[start + HEADER_SIZE : end]
+        if self._utf8_clean:
+            # Nothing held back from an earlier frame: whole, valid UTF-8 decodes in one call
+            # (anything else -- a character cut at the end, bad bytes -- as the general path).
+            try:
+                text = str(payload, "utf-8")
+            except UnicodeDecodeError:
+                text = self._decode_text(bytes(payload))
+        else:
+            text = self._decode_text(bytes(payload))
         return [TextDelta(text)] if text else []
+
+    def _decode_text(self, data: bytes) -> str:
+        """A text frame's bytes through the incremental decoder (a character may continue in
+        the next frame; bad bytes become U+FFFD)."""
+        text = self._utf8.decode(data)
+        self._utf8_clean = not self._utf8.getstate()[0]
+        return text
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Event]:
         """Route the frames completed by ``data`` (a byte stream split anywhere)."""
@@ -181,6 +204,7 @@ class Demux:
     def flush_text(self) -> list[Event]:
         """At end of stream: text held back because it ended inside a UTF-8 character."""
         tail = self._utf8.decode(b"", final=True)
+        self._utf8_clean = True
         return [TextDelta(tail)] if tail else []
 
     # ------------------------------------------------------------------ internals
@@ -231,7 +255,7 @@ class Demux:
             out.append(AudioChunk(d.item_id, d.sample_rate, d.pcm, d.samples, d.final, d.seq))
         elif isinstance(d, TextFrame):
             self._count(d, len(d.data), _TEXT)
-            text = self._utf8.decode(d.data)
+            text = self._decode_text(d.data)
             if text:
                 out.append(TextDelta(text))
         elif isinstance(d, ToolCallFrame):

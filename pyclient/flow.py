@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -132,6 +132,43 @@ class ReceiveQueue(Generic[T]):
         self._live += 1
         self.bytes += nbytes
         self.bytes_max = max(self.bytes_max, self.bytes)
+
+    def push_all(self, items: Iterable[T]) -> None:
+        """``push(item, len(item))`` for each item in turn, nothing told about them (a batch as
+        a socket delivered it): one call for the lot."""
+        q, unknown = self._q, self._unknown
+        for item in items:
+            n = len(item)  # type: ignore[arg-type]
+            if self.bytes + n > self.max_bytes:  # room must be made: the general way
+                self.bytes_max = max(self.bytes_max, self.bytes)
+                self.push(item, n)
+                q = self._q  # a compaction may have replaced it
+                continue
+            self._order += 1
+            e = _Entry(item, n, None, None, self._order)
+            q.append(e)
+            unknown.append(e)
+            self._live += 1
+            self.bytes += n
+        self.bytes_max = max(self.bytes_max, self.bytes)
+
+    def popping(self) -> Iterator[T]:
+        """The queued items, oldest first, each taken off the queue only when asked for (until
+        then it may still be dropped, and it counts in ``bytes``): ``pop`` without a call per
+        item. It ends when the queue is empty."""
+        unknown, audio = self._unknown, self._audio
+        while self._live:
+            e = self._q.popleft()  # not kept across a yield: a compaction replaces it
+            if e.gone:
+                self._gone -= 1
+                continue
+            if e.droppable is None:
+                unknown.popleft()
+            elif e.droppable:
+                heapq.heappop(audio)
+            self._live -= 1
+            self.bytes -= e.nbytes
+            yield e.item  # type: ignore[misc]
 
     def pop(self) -> tuple[T, int]:
         """The oldest message and its size. Raises IndexError when empty."""

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +89,7 @@ class ToolCallAssembler:
         self.open_call_timeout = open_call_timeout
         self._clock = clock
         self._open: dict[str, _OpenCall] = {}  # in order of opening: the first is the oldest
+        self.open_by_id: Mapping[str, object] = self._open  # read-only view of the same dict (truthy: any open)
         self._held = 0
 
     @property

@@ -13,8 +13,6 @@ from typing import Any
 import js
 from pyodide.ffi import create_proxy, to_js
 
-from ..frames import BytesSource
-
 
 def js_object(**fields: Any) -> Any:
     """A plain JS object (not a Map) from keyword arguments."""
@@ -83,11 +81,15 @@ class BatchSource:
             raise struct.error(f"{fmt.size} bytes at {offset} run past a message of {self._end - self._start}")
         return fmt.unpack_from(self._mv, self._start + offset)
 
+    def span(self) -> tuple[memoryview, int, int]:
+        """The batch's buffer and where this message lies in it (start, end)."""
+        return self._mv, self._start, self._end
+
 
 def unpack_batch(layout: Any, data: Any, texts: Any, own: bool = False) -> tuple[list[Any], int]:
     """A batch from ``js/batch.js`` as messages (``str`` or ``BatchSource``) and their bytes:
     three crossings for the whole batch, none per message. ``own``: each binary message gets
-    storage of its own (``BytesSource``), for messages that outlive the batch in a queue (a
+    storage of its own (``bytes``), for messages that outlive the batch in a queue (a
     BatchSource keeps the whole batch alive)."""
     sizes = memoryview(layout.to_bytes()).cast("i").tolist()
     strings = texts.to_py() if -1 in sizes else []
@@ -101,7 +103,7 @@ def unpack_batch(layout: Any, data: Any, texts: Any, own: bool = False) -> tuple
             nbytes += len(message)
             messages.append(message)
         else:
-            messages.append(BytesSource(mv[off : off + n].tobytes()) if own else BatchSource(mv, data, off, off + n))
+            messages.append(mv[off : off + n].tobytes() if own else BatchSource(mv, data, off, off + n))
             off += n
             nbytes += n
     return messages, nbytes

@@ -291,9 +291,7 @@ class ClassicWebSocketTransport:
         try:
             # Each message its own storage: a dropped one must free its bytes, not keep its batch.
             messages, _ = unpack_batch(layout, data, texts, own=True)
-            push = self.queue.push
-            for message in messages:
-                push(message, len(message))  # classified only if the queue must make room
+            self.queue.push_all(messages)  # classified only if the queue must make room
             self.text_messages += int(texts.length)
         except Exception as exc:
             self.arrive_error = f"{type(exc).__name__}: {exc}"
@@ -315,14 +313,9 @@ class ClassicWebSocketTransport:
                 return
             # Taken one by one as the client gets to them: a message still queued can be
             # dropped for newer ones (the oldest audio), and counts in queued_bytes.
-            waiting = consume(self._popping(), 0)
+            waiting = consume(self.queue.popping(), 0)
             if waiting is not None:
                 await waiting
-
-    def _popping(self) -> Any:
-        queue = self.queue
-        while len(queue):
-            yield queue.pop()[0]
 
     async def send(self, data: bytes | str) -> None:
         ws = self._ws

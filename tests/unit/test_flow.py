@@ -149,3 +149,51 @@ def test_credit_balance_refuses_overdraft() -> None:
     b.spend(60)
     with pytest.raises(UsageError, match="60 bytes with only 40"):
         b.spend(60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.lists(st.tuples(st.integers(1, 300), st.booleans()), max_size=8), st.integers(0, 6)),
+        max_size=40,
+    )
+)
+def test_push_all_and_popping_are_push_and_pop_in_one_call(ops: list[tuple[list[tuple[int, bool]], int]]) -> None:
+    """Batches in, some taken out: the one-call forms leave the queue exactly as the per-item
+    ones (contents, order, drops, byte counts), including drops and compactions on the way."""
+
+    def classify(item: bytes) -> tuple[bool, int | None]:
+        return item[:1] == b"a", len(item)
+
+    one: ReceiveQueue[bytes] = ReceiveQueue(max_bytes=700, classify=classify, samples_of=len)
+    each: ReceiveQueue[bytes] = ReceiveQueue(max_bytes=700, classify=classify, samples_of=len)
+    taken_one: list[bytes] = []
+    taken_each: list[bytes] = []
+    for batch, take in ops:
+        items = [(b"a" if audio else b"t") * n for n, audio in batch]
+        one.push_all(items)
+        for item in items:
+            each.push(item, len(item))
+        popping = one.popping()
+        for _ in range(take):
+            item = next(popping, None)
+            if item is not None:
+                taken_one.append(item)
+            if len(each):
+                taken_each.append(each.pop()[0])
+        assert taken_one == taken_each
+        assert one.stats() == each.stats() and len(one) == len(each)
+        assert one.take_dropped_seqs() == each.take_dropped_seqs()
+    assert list(one.popping()) == [each.pop()[0] for _ in range(len(each))]
+    assert one.bytes == each.bytes == 0
+
+
+def test_popping_takes_each_item_only_when_asked_and_survives_a_compaction() -> None:
+    q: ReceiveQueue[bytes] = ReceiveQueue(max_bytes=100, classify=lambda item: (item[:1] == b"a", None))
+    q.push_all([b"t1", b"a" * 40, b"t2"])
+    popping = q.popping()
+    assert next(popping) == b"t1" and len(q) == 2 and q.bytes == 42
+    for _ in range(200):  # while the consumer waits: audio dropped for newer, the line compacted
+        q.push_all([b"a" * 40])
+    assert [x[:2] for x in popping] == [b"t2", b"aa", b"aa"]
+    assert len(q) == 0 and q.bytes == 0
