@@ -17,7 +17,8 @@ than ``/ws``), ``approve`` (demo tools that wait for the user's approval, comma-
 ``max_pending_approvals``, ``reconnect=0`` (a lost connection ends the session instead of
 resuming it), ``renew_s`` (move the session to a new connection after this many seconds, at a
 turn boundary; OpenAI's default is 55 minutes), ``heartbeat_s`` (pyclient.v1: ping after this
-much silence, give the socket up if unanswered as long), ``autostart=1`` to connect on load. Every
+much silence, give the socket up if unanswered as long), ``pending_chars`` (text waiting for
+the next paint before the stream waits), ``autostart=1`` to connect on load. Every
 other parameter (turns, seconds, mb, credit, ...) is passed on to the socket.
 """
 
@@ -54,6 +55,7 @@ PAGE_PARAMS = (
     "reconnect",
     "renew_s",
     "heartbeat_s",
+    "pending_chars",
 )
 MAX_TIMELINE_ENTRIES = 50
 THROTTLED_SPEED = 0.25
@@ -168,6 +170,8 @@ async def connect():
         options["drain_timeout"] = float(param("drain_timeout"))
     if param("max_pending_approvals"):
         options["max_pending_approvals"] = int(param("max_pending_approvals"))
+    if param("pending_chars"):
+        options["max_pending_chars"] = int(param("pending_chars"))
     approve = frozenset(name.strip() for name in param("approve", "").split(",") if name.strip())
     approval_timeout = float(param("approval_timeout")) if param("approval_timeout") else None
     audio = param("audio", "auto")

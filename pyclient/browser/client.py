@@ -74,7 +74,7 @@ from .approval import ApprovalDialog
 from .audio import DEFAULT_PREBUFFER_MS, DEFAULT_RING_CAPACITY, AudioSink
 from .jsutil import ProxyOwner, import_module, to_js_plain
 from .mic import MicUplink
-from .render import AudioUnlock, TokenRenderer, ToolCards, resolve_element
+from .render import DEFAULT_MAX_PENDING_CHARS, AudioUnlock, TokenRenderer, ToolCards, resolve_element
 from .transport import choose_transport, make_transport
 
 DEFAULT_ASSETS_URL = "/pyclient/browser/js/"
@@ -179,6 +179,7 @@ class Client:
         max_pending_tools: int = 16,
         max_pending_approvals: int = DEFAULT_MAX_PENDING_APPROVALS,
         max_tool_cards: int = 100,
+        max_pending_chars: int = DEFAULT_MAX_PENDING_CHARS,
         drain_timeout: float = DEFAULT_DRAIN_TIMEOUT_S,
         setup_timeout: float = DEFAULT_SETUP_TIMEOUT_S,
         token: str | TokenProvider | None = None,
@@ -270,7 +271,9 @@ class Client:
         self._answered_total = 0
         self._forgotten: dict[str, None] = {}  # answered long ago: asked again, they never run again
         self.tool_results_resent = 0
-        self.renderer = TokenRenderer(resolve_element(transcript))
+        if max_pending_chars < 1:
+            raise UsageError(f"max_pending_chars={max_pending_chars} must be at least 1")
+        self.renderer = TokenRenderer(resolve_element(transcript), max_pending_chars)
         self.cards = ToolCards(resolve_element(tool_cards), max_tool_cards)
         self.audio = (
             AudioSink(assets_url, audio_mode, ring_capacity, prebuffer_ms, audio_context_rate) if audio else None
@@ -631,6 +634,7 @@ class Client:
                 "chars_rendered": self.renderer.chars_rendered,
                 "pending_chars": self.renderer.pending_chars,
                 "dom_appends": self.renderer.flushes,
+                "waits": self.renderer.waits,
             },
             "user_text": list(self.user_text),
             "tools": {

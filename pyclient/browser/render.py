@@ -44,6 +44,7 @@ class TokenRenderer:
     def __init__(self, element: Any, max_pending_chars: int = DEFAULT_MAX_PENDING_CHARS) -> None:
         self.element = element
         self.max_pending_chars = max_pending_chars
+        self.waits = 0  # writes that had to wait for a paint (the text channel stalled the stream)
         self._pending: list[str] = []
         self.pending_chars = 0
         self.pending_bytes = 0
@@ -88,6 +89,8 @@ class TokenRenderer:
         return removed
 
     async def write(self, text: str) -> None:
+        if self.pending_chars >= self.max_pending_chars:
+            self.waits += 1
         while self.pending_chars >= self.max_pending_chars:
             self._drained.clear()
             await self._drained.wait()
