@@ -112,8 +112,9 @@ class Connection:
         """Events of one received message (``nbytes`` on the wire)."""
         self.messages_in += 1
         self.bytes_in += nbytes
-        if self.credit is not None:
-            self.credit.on_received(nbytes)
+        credit = self.credit
+        if credit is not None:
+            credit.received += nbytes  # CreditWindow.on_received, without the call
         events = self.codec.decode(message)
         self.outgoing += self.codec.take_outgoing()
         for event in events:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import codecs
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from .events import (
@@ -68,14 +67,27 @@ from .tools import (
 _CONTROL_EVENTS = {"hello": ServerHello, "end_of_turn": TurnEnded, "done": StreamDone, "resumed": SessionResumed}
 
 
-@dataclass
 class DemuxStats:
-    frames: int = 0
-    bytes: int = 0
-    malformed: int = 0
-    seq_gaps: int = 0
-    frames_by_kind: dict[str, int] = field(default_factory=dict)
-    bytes_by_channel: dict[str, int] = field(default_factory=dict)
+    """What the demux routed. Text frames (the bulk of a stream) are counted in two plain ints,
+    folded into ``frames_by_kind`` and ``bytes_by_channel`` when those are read."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.bytes = 0
+        self.malformed = 0
+        self.seq_gaps = 0
+        self.text_frames = 0
+        self.text_bytes = 0
+        self._by_kind: dict[str, int] = {}  # but text
+        self._by_channel: dict[str, int] = {}  # but text
+
+    @property
+    def frames_by_kind(self) -> dict[str, int]:
+        return _with(self._by_kind, "text", self.text_frames)
+
+    @property
+    def bytes_by_channel(self) -> dict[str, int]:
+        return _with(self._by_channel, _TEXT, self.text_bytes)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -83,9 +95,17 @@ class DemuxStats:
             "bytes": self.bytes,
             "malformed": self.malformed,
             "seq_gaps": self.seq_gaps,
-            "frames_by_kind": dict(self.frames_by_kind),
-            "bytes_by_channel": dict(self.bytes_by_channel),
+            "frames_by_kind": self.frames_by_kind,
+            "bytes_by_channel": self.bytes_by_channel,
         }
+
+
+def _with(counts: dict[str, int], key: str, n: int) -> dict[str, int]:
+    """A copy of ``counts`` with ``n`` under ``key`` (when there is any)."""
+    out = dict(counts)
+    if n:
+        out[key] = n
+    return out
 
 
 class Demux:
@@ -161,8 +181,8 @@ class Demux:
         st = self.stats
         st.frames += 1
         st.bytes += length
-        st.frames_by_kind["text"] = st.frames_by_kind.get("text", 0) + 1
-        st.bytes_by_channel[_TEXT] = st.bytes_by_channel.get(_TEXT, 0) + length
+        st.text_frames += 1
+        st.text_bytes += length
         payload = buf[start + HEADER_SIZE : end]
         if self._utf8_clean:
             # Nothing held back from an earlier frame: whole, valid UTF-8 decodes in one call
@@ -214,8 +234,14 @@ class Demux:
         st.frames += 1
         st.bytes += nbytes
         kind = _KIND_NAMES.get(decoded.kind, "malformed") if not isinstance(decoded, Malformed) else "malformed"
-        st.frames_by_kind[kind] = st.frames_by_kind.get(kind, 0) + 1
-        st.bytes_by_channel[channel] = st.bytes_by_channel.get(channel, 0) + nbytes
+        if kind == "text":
+            st.text_frames += 1
+        else:
+            st._by_kind[kind] = st._by_kind.get(kind, 0) + 1
+        if channel == _TEXT:
+            st.text_bytes += nbytes
+        else:
+            st._by_channel[channel] = st._by_channel.get(channel, 0) + nbytes
 
     def _check_seq(self, seq: int | None, out: list[Event]) -> None:
         if seq is None:
