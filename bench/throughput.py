@@ -121,7 +121,11 @@ def main(argv: list[str]) -> int:
                         print(f"{protocol} / firefox / websocket / pyclient under cProfile ...", flush=True)
                         q = {**scenario, "transport": transport, "pyprofile": 1}
                         run_session(page, page_url(server.url, CLIENTS[1][1], protocol, q))
-                        page.wait_for_function("window.pyclientProfile !== undefined", timeout=60_000)
+                        try:
+                            page.wait_for_function("window.pyclientProfile !== undefined", timeout=60_000)
+                        except Exception as exc:
+                            st = page.evaluate("[pyclientStats().state, pyclientStats().error]")
+                            raise RuntimeError(f"{protocol}: no profile 60 s after the session ended ({st})") from exc
                         pyprofiles[protocol] = page.evaluate("window.pyclientProfile")
     finally:
         server.stop()

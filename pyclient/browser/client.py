@@ -754,8 +754,14 @@ class Client:
         for message in messages:
             waiting = self._receive(message)
             if waiting is not None:
-                return waiting
-        return self._flush_run() if self._text_run else None
+                return waiting  # (a run of text before it went first)
+        if not self._text_run:
+            return None
+        try:
+            return self._flush_run()
+        except Exception as exc:
+            self._remember(self.internal_errors, f"{type(exc).__name__}: {exc}")
+            return None
 
     async def _take_rest(self, waiting: Awaitable[None] | None, messages: Any, link: int) -> None:
         while waiting is not None:

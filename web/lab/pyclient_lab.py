@@ -68,18 +68,20 @@ async def main():
         profile = cProfile.Profile()
         profile.enable()
     js.document.body.dataset.pyclient = "ready"
-    await client.connect(f"/ws?{scenario.toString()}" if protocol == "pyclient" else None)
-    js.performance.mark("connected")
-    await client.wait_closed()
-    js.document.body.dataset.ended = client.state  # cheap to poll (bench/mainthread.py): not stats()
-    if profile is not None:
-        import io
-        import pstats
+    try:
+        await client.connect(f"/ws?{scenario.toString()}" if protocol == "pyclient" else None)
+        js.performance.mark("connected")
+        await client.wait_closed()
+    finally:  # however it ended (a failed connect too): the page says so, and the profile is left
+        js.document.body.dataset.ended = client.state  # cheap to poll (bench/mainthread.py): not stats()
+        if profile is not None:
+            import io
+            import pstats
 
-        profile.disable()
-        out = io.StringIO()
-        pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(25)
-        js.window.pyclientProfile = out.getvalue()
+            profile.disable()
+            out = io.StringIO()
+            pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(25)
+            js.window.pyclientProfile = f"session ended: {client.state} {client.error or ''}\n" + out.getvalue()
 
 
 client.expose_stats()
