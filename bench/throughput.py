@@ -91,7 +91,7 @@ def main(argv: list[str]) -> int:
     profiles: dict[str, list[dict[str, Any]]] = {}
     pyprofiles: dict[str, str] = {}
     versions: dict[str, str] = {}
-    server = start_server()
+    server = start_server("--session-rate", "1000")  # every run mints a token (OpenAI, Gemini)
     try:
         with sync_playwright() as p:
             for browser_name, transport, browser in configs(p, versions):
