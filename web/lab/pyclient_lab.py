@@ -81,7 +81,7 @@ async def main():
             profile.disable()
             out = io.StringIO()
             pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(25)
-            js.window.pyclientProfile = f"session ended: {client.state} {client.error or ''}\n" + out.getvalue()
+            js.window.pyclientProfile = out.getvalue() + f"\nsession ended: {client.state} {client.error or ''}\n"
 
 
 client.expose_stats()
