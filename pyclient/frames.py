@@ -487,10 +487,6 @@ class BytesSource:
     def view_at(self, offset: int, length: int) -> memoryview:
         return self._mv[offset : offset + length]
 
-    def unpack_from(self, fmt: struct.Struct, offset: int) -> tuple[Any, ...]:
-        """``fmt`` unpacked in place at ``offset`` (no copy): the decoders' fast path."""
-        return fmt.unpack_from(self._mv, offset)
-
     def span(self) -> tuple[memoryview, int, int]:
         """The buffer this message lies in, and where (start, end): the decoders' fast path
         reads it in place."""

@@ -6,7 +6,6 @@ proxies a component hands to JavaScript and destroys all of them in ``close()``.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -74,12 +73,6 @@ class BatchSource:
     def view_at(self, offset: int, length: int) -> Any:
         start = self._start + offset
         return self._js.subarray(start, min(start + length, self._end))
-
-    def unpack_from(self, fmt: struct.Struct, offset: int) -> tuple[Any, ...]:
-        """``fmt`` unpacked in place at ``offset`` (within this message: else struct.error)."""
-        if offset + fmt.size > self._end - self._start:
-            raise struct.error(f"{fmt.size} bytes at {offset} run past a message of {self._end - self._start}")
-        return fmt.unpack_from(self._mv, self._start + offset)
 
     def span(self) -> tuple[memoryview, int, int]:
         """The batch's buffer and where this message lies in it (start, end)."""

@@ -216,7 +216,7 @@ def test_open_tool_calls_time_out_in_the_event_stream() -> None:
 
 
 class _NoFastPath:
-    """A byte source that cannot unpack in place: every message takes the general path."""
+    """A byte source that does not say where it lies (no ``span``): every message takes the general path."""
 
     def __init__(self, data: bytes) -> None:
         self._src = BytesSource(data)
