@@ -32,6 +32,7 @@ import sys
 from aiohttp import web
 
 from devserver.app import DEFAULT_SNDBUF, SetupError, make_app
+from devserver.bytecode import package_zip
 from devserver.security import normalise_origin
 from devserver.tokens import RATE_LIMIT, ProviderConfig
 
@@ -57,6 +58,9 @@ async def _serve(
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
+    # The first page should not wait for the package's bytecode (built once per state of the
+    # sources, devserver/bytecode.py): build it now, beside serving.
+    warm = asyncio.get_running_loop().run_in_executor(None, package_zip)
     bound = site._server.sockets[0].getsockname()[1]  # the real port when --port 0
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
     print(f"pyclient demo: http://{shown}:{bound}/", flush=True)
@@ -73,6 +77,7 @@ async def _serve(
         await stop.wait()
     finally:
         await runner.cleanup()
+        warm.cancel()  # not started yet: never; under way: the process exits when it ends (seconds)
 
 
 def main(argv: list[str] | None = None) -> int:

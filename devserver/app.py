@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
+import functools
 import logging
 import mimetypes
 import re
 import socket
 import time
 import weakref
-import zipfile
 from collections.abc import Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from aiohttp import WSCloseCode, web
 
 from pyclient.frames import DEFAULT_MAX_PAYLOAD
 
+from .bytecode import package_zip
 from .emulation import EMULATION, EmulationContext, socket_handler
 from .gemini_live import GeminiLiveSession, auth_tokens
 from .openai_realtime import OpenAIRealtimeSession, client_secrets
@@ -107,15 +107,6 @@ def runtime_dirs(root: Path = ROOT) -> dict[str, Path]:
     return dirs
 
 
-def package_zip(root: Path = ROOT) -> bytes:
-    """The ``pyclient`` package as a zip, unpacked by PyScript into the page's Python path."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for path in sorted((root / "pyclient").rglob("*.py")):
-            zf.write(path, path.relative_to(root).as_posix())
-    return buf.getvalue()
-
-
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
     # CSP, nosniff, no-referrer and cross-origin isolation: devserver/security.py.
     response.headers.update(request.app[POLICY].headers(request))
@@ -154,7 +145,10 @@ def static_files(root: Path) -> Handler:
 
 
 async def pyclient_zip(request: web.Request) -> web.Response:
-    return web.Response(body=package_zip(), content_type="application/zip")
+    """The package with its bytecode (devserver/bytecode.py); ``?bytecode=0``: sources only."""
+    bytecode = request.query.get("bytecode") != "0"
+    body = await asyncio.get_running_loop().run_in_executor(None, functools.partial(package_zip, bytecode=bytecode))
+    return web.Response(body=body, content_type="application/zip")
 
 
 async def clock(request: web.Request) -> web.Response:

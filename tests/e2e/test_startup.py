@@ -99,3 +99,33 @@ def test_an_early_socket_that_failed_before_python_came_is_not_taken(page: Page,
     assert got["taken"] is False, got
     watch.forgive_socket_error("no-such-socket")
     watch.assert_clean()
+
+
+def test_the_package_is_imported_from_the_bytecode_it_ships(page: Page, server: Server, watch: Watch) -> None:
+    # /pyclient.zip carries CPython 3.14 bytecode built by the server (devserver/bytecode.py):
+    # every pyclient module the session imported came from it, none compiled in the page.
+    s, _ = run_lean(page, server)
+    assert s["state"] == "closed", s
+    got = page.evaluate("pyclientBytecode")
+    assert got["modules"] >= 20 and got["from_bytecode"] == got["modules"], got
+    watch.assert_clean()
+
+
+def test_the_package_without_bytecode_still_runs(page: Page, server: Server, watch: Watch) -> None:
+    # ?bytecode=0: sources only (what a server that cannot build bytecode serves): compiled
+    # in the page, same session.
+    s, conns = run_lean(page, server, bytecode=0)
+    assert s["state"] == "closed" and s["seq_gaps"] == 0, s
+    assert len(conns) == 1
+    got = page.evaluate("pyclientBytecode")
+    assert got["modules"] >= 20 and got["from_bytecode"] == 0, got
+    watch.assert_clean()
+
+
+def test_the_pyscript_page_imports_the_bytecode_too(page: Page, server: Server, watch: Watch) -> None:
+    # PyScript unpacks the same zip ("files": {"/pyclient.zip": "./*"}), __pycache__ included.
+    page.goto(server.url + "lab/pyclient.html?scenario=chat&turns=1&tokens=50&burst=0&pause=0&audio=off")
+    page.wait_for_function("window.pyclientBytecode", timeout=SESSION_TIMEOUT_MS, polling=100)
+    got = page.evaluate("pyclientBytecode")
+    assert got["modules"] >= 20 and got["from_bytecode"] == got["modules"], got
+    watch.assert_clean()

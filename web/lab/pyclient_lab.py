@@ -2,7 +2,9 @@
 (web/lab/pyclient.html runs it with PyScript, web/lab/pyclient-lean.html with js/boot.js).
 
 ``pyprofile=1`` runs the session under ``cProfile`` and leaves the top entries in
-``window.pyclientProfile``. ``performance.mark``s: python-started, pyclient-imported, connected.
+``window.pyclientProfile``. ``performance.mark``s: python-started, pyclient-imported,
+client-created, connected. ``window.pyclientBytecode``: how many of pyclient's modules were
+loaded from the bytecode /pyclient.zip ships (``bytecode=0`` on the lean page: none).
 """
 
 import js
@@ -11,14 +13,37 @@ js.performance.mark("python-started")  # Pyodide booted (by PyScript or js/boot.
 
 import asyncio  # noqa: E402
 import datetime  # noqa: E402
+import importlib.util  # noqa: E402
 import json  # noqa: E402
+import sys  # noqa: E402
 
 import pyclient  # noqa: E402
 from pyclient.browser.jsutil import js_object  # noqa: E402
 
 js.performance.mark("pyclient-imported")
 
-PAGE_PARAMS = ("protocol", "transport", "audio", "autostart", "pyprofile", "early")
+
+def from_bytecode(module) -> bool:
+    """Whether ``module`` was loaded from the bytecode /pyclient.zip ships (devserver/bytecode.py),
+    not compiled in the page: its .pyc is this interpreter's (magic number) and still the
+    shipped one (unchecked hash; one the import system wrote itself would be timestamped)."""
+    cached = getattr(module, "__cached__", None)
+    try:
+        with open(cached, "rb") as f:
+            header = f.read(8)
+    except (OSError, TypeError):
+        return False
+    return header[:4] == importlib.util.MAGIC_NUMBER and int.from_bytes(header[4:8], "little") == 0b01
+
+
+def report_bytecode():  # at the end: the browser modules and the protocol's codec too
+    names = sorted(n for n in sys.modules if n == "pyclient" or n.startswith("pyclient."))
+    js.window.pyclientBytecode = js_object(
+        modules=len(names), from_bytecode=sum(from_bytecode(sys.modules[n]) for n in names)
+    )
+
+
+PAGE_PARAMS = ("protocol", "transport", "audio", "autostart", "pyprofile", "early", "bytecode")
 PROVIDERS = {"openai-realtime": "openai", "gemini-live": "gemini"}
 
 params = js.URLSearchParams.new(js.location.search)
@@ -45,6 +70,7 @@ client = pyclient.Client(
     audio=audio != "off",
     audio_mode=audio if audio != "off" else "auto",
 )
+js.performance.mark("client-created")  # pyclient.browser imported
 
 
 @client.tool
@@ -73,6 +99,7 @@ async def main():
         js.performance.mark("connected")
         await client.wait_closed()
     finally:  # however it ended (a failed connect too): the page says so, and the profile is left
+        report_bytecode()
         js.document.body.dataset.ended = client.state  # cheap to poll (bench/mainthread.py): not stats()
         if profile is not None:
             import io
