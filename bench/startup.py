@@ -2,13 +2,15 @@
 
     python -m bench startup [--runs R]
 
-Three pages from the same dev server, each opened in a fresh browser context (first visit:
-empty HTTP cache) and then again in the same context (second visit: what the cache kept):
+Pages from the same dev server, each opened in a fresh browser context (first visit: empty
+HTTP cache) and then again in the same context (second visit: what the cache kept):
 
 * ``web/lab/bare-pyodide.html``: ``loadPyodide()`` and one line of Python, nothing else
   (``window.__bootMs``): the floor any Python page pays;
 * ``web/lab/pyclient.html``: PyScript, pyclient, one ``chat`` session; the time of the first
   text node in ``#transcript`` (a ``MutationObserver``);
+* ``web/lab/pyclient-lean.html``: the same without PyScript (``js/boot.js``, ``js/early.js``),
+  and once more with ``bytecode=0`` (the package's sources only, compiled in the page);
 * ``web/lab/reference.html``: the JavaScript reference, same session, same measure.
 
 All times are from navigation start (``performance.now()``). Median of ``--runs``. Writes
@@ -25,20 +27,23 @@ from playwright.sync_api import sync_playwright
 
 from devserver.harness import launch_args, start_server
 
-from .pagetools import LEAN, OBSERVE_PAGE, OUT, machine, median, page_url, pyplot, write_results
+from .pagetools import LEAN, OBSERVE_PAGE, OUT, SESSION_TIMEOUT_MS, machine, median, page_url, pyplot, write_results
 
 BROWSERS = ["chromium", "firefox"]
 QUERY = {"scenario": "chat", "turns": 1, "tokens": 50, "burst": 0, "pause": 0, "audio": "off"}
 HANDSHAKE_MS = 300  # a far provider's TCP + TLS + upgrade round trips, emulated by the dev server
-PAGES = [
-    ("bare Pyodide boot", "lab/bare-pyodide.html", "window.__bootMs"),
-    ("pyclient (PyScript): first token", "lab/pyclient.html", None),
-    (f"{LEAN[0]}: first token", LEAN[1], None),
-    ("JS reference: first token", "lab/reference.html", None),
+SOURCES_ONLY = f"{LEAN[0]}, no bytecode: first token"
+PAGES = [  # name, path, the mark that ends it (None: the first token), more query
+    ("bare Pyodide boot", "lab/bare-pyodide.html", "window.__bootMs", {}),
+    ("pyclient (PyScript): first token", "lab/pyclient.html", None, {}),
+    (f"{LEAN[0]}: first token", LEAN[1], None, {}),
+    (SOURCES_ONLY, LEAN[1], None, {"bytecode": 0}),  # what shipping bytecode saves
+    ("JS reference: first token", "lab/reference.html", None, {}),
 ]
 
 
-MARKS = ["python-started", "pyclient-imported", "connected"]  # web/lab/pyclient.html's
+# js/boot.js's (the lean page), then web/lab/pyclient_lab.py's
+MARKS = ["pyodide-ready", "package-unpacked", "python-started", "pyclient-imported", "client-created", "connected"]
 
 
 def measure(page: Any, url: str, mark: str | None, marks: dict[str, list[float]]) -> float:
@@ -47,10 +52,13 @@ def measure(page: Any, url: str, mark: str | None, marks: dict[str, list[float]]
         page.wait_for_function(f"{mark} !== undefined", timeout=120_000)
         return float(page.evaluate(mark))
     page.wait_for_function("window.__dom && window.__dom.at.length > 0", timeout=120_000, polling=20)
-    for name, at in page.evaluate(
-        "Object.fromEntries(performance.getEntriesByType('mark').map((m) => [m.name, m.startTime]))"
-    ).items():
+    seen = page.evaluate("Object.fromEntries(performance.getEntriesByType('mark').map((m) => [m.name, m.startTime]))")
+    for name, at in seen.items():
         marks.setdefault(name, []).append(at)
+    if "python-started" in seen:  # a pyclient_lab.py page: how many modules came as bytecode
+        page.wait_for_function("window.pyclientBytecode !== undefined", timeout=SESSION_TIMEOUT_MS)
+        loaded = page.evaluate("pyclientBytecode")
+        marks.setdefault("bytecode", []).append(f"{loaded['from_bytecode']}/{loaded['modules']}")
     return float(page.evaluate("window.__dom.at[0][1] - performance.timeOrigin"))
 
 
@@ -70,8 +78,8 @@ def main(argv: list[str]) -> int:
             for browser_name in BROWSERS:
                 browser = getattr(p, browser_name).launch(**launch_args(browser_name))
                 versions[browser_name] = browser.version
-                for (name, path, mark), handshake in [(page, 0) for page in PAGES] + [
-                    (page, HANDSHAKE_MS) for page in PAGES if page[2] is None
+                for (name, path, mark, extra), handshake in [(page, 0) for page in PAGES] + [
+                    (page, HANDSHAKE_MS) for page in PAGES if page[2] is None and page[0] != SOURCES_ONLY
                 ]:
                     first: list[float] = []
                     second: list[float] = []
@@ -81,7 +89,7 @@ def main(argv: list[str]) -> int:
                         context = browser.new_context()
                         context.add_init_script(OBSERVE_PAGE)
                         page = context.new_page()
-                        url = page_url(server.url, path, "pyclient", {**QUERY, "handshake_ms": handshake})
+                        url = page_url(server.url, path, "pyclient", {**QUERY, **extra, "handshake_ms": handshake})
                         first.append(measure(page, url, mark, marks))
                         page.goto("about:blank")
                         second.append(measure(page, url, mark, {}))
@@ -95,7 +103,8 @@ def main(argv: list[str]) -> int:
                             "second_visit_ms": median(second),
                             "first_runs": first,
                             "second_runs": second,
-                            "first_visit_marks_ms": {k: median(v) for k, v in marks.items()},
+                            "first_visit_marks_ms": {k: median(v) for k, v in marks.items() if k != "bytecode"},
+                            "bytecode_modules": sorted(set(marks.get("bytecode", []))),
                         }
                     )
                 browser.close()
@@ -160,17 +169,22 @@ def report(rows: list[dict[str, Any]], versions: dict[str, str], args: argparse.
     lines += [
         "",
         "Where pyclient's first visit goes (median ms from navigation start; `performance.mark` in "
-        "`web/lab/pyclient.html`): PyScript and Pyodide booted and the page's Python began "
-        "(`python-started`), `import pyclient` done (`pyclient-imported`), the socket open "
-        "(`connected`), the first token in the DOM.",
+        "`js/boot.js` and `web/lab/pyclient_lab.py`): on the lean page, `loadPyodide()` done "
+        "(`pyodide-ready`) and `/pyclient.zip` unpacked (`package-unpacked`); PyScript or "
+        "`js/boot.js` done and the page's Python began (`python-started`), `import pyclient` done "
+        "(`pyclient-imported`), `pyclient.Client(...)` "
+        "made (`client-created`: the browser modules imported), the socket open (`connected`), the "
+        "first token in the DOM. The last column: how many of pyclient's modules the page loaded "
+        "from the bytecode `/pyclient.zip` ships (`devserver/bytecode.py`) rather than compiling them.",
         "",
-        "| browser | page | python-started | pyclient-imported | connected | first token |",
-        "|---|---|---|---|---|---|",
+        "| browser | page | " + " | ".join(MARKS) + " | first token | from bytecode |",
+        "|---|---|" + "---|" * (len(MARKS) + 2),
     ]
     for r in rows:
         m = r.get("first_visit_marks_ms") or {}
         if r["page"].startswith("pyclient") and m and not r["handshake_ms"]:
             cells = " | ".join(f"{m[k]:,.0f}" if m.get(k) is not None else "n/a" for k in MARKS)
-            lines.append(f"| {r['browser']} | {r['page']} | {cells} | {r['first_visit_ms']:,.0f} |")
+            loaded = ", ".join(r.get("bytecode_modules") or ["n/a"])
+            lines.append(f"| {r['browser']} | {r['page']} | {cells} | {r['first_visit_ms']:,.0f} | {loaded} |")
     lines += ["", f"Reproduce: `./dev bench startup --runs {args.runs}`", ""]
     return "\n".join(lines)

@@ -15,6 +15,8 @@ export async function boot({ main, pyodide = "/vendor/pyodide/", pkg = "/pyclien
   const archive = fetch(pkg).then(ok).then((r) => r.arrayBuffer());
   const code = fetch(main).then(ok).then((r) => r.text());
   const py = await python;
+  performance.mark("pyodide-ready");
   py.unpackArchive(await archive, "zip");  // into the working directory, which is on sys.path
+  performance.mark("package-unpacked");
   return py.runPythonAsync(await code, { filename: main });
 }
