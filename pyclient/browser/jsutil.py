@@ -114,7 +114,45 @@ async def import_module(url: str) -> Any:
     """Dynamic ``import(url)`` of an ES module from Python."""
     global _importer
     if _importer is None:
-        from pyodide.code import run_js
-
-        _importer = run_js("(url) => import(url)")
+        _importer = _js_function("(url) => import(url)")
     return await _importer(url)
+
+
+# The next animation frame, or a timer where frames do not run (hidden tabs), whichever comes
+# first (the other is cancelled): arming it is one call from Python, firing it one call into
+# Python, where requestAnimationFrame + setTimeout and their cancels took eight crossings.
+_PAINT_SCHEDULER_JS = """(flush, fallbackMs) => {
+  let raf = 0, timer = 0, armed = false;
+  const cancel = () => {
+    if (!armed) return false;
+    armed = false;
+    cancelAnimationFrame(raf);
+    clearTimeout(timer);
+    return true;
+  };
+  const fire = () => { if (cancel()) flush(); };
+  const arm = () => {
+    if (armed) return;
+    armed = true;
+    raf = requestAnimationFrame(fire);
+    timer = setTimeout(fire, fallbackMs);
+  };
+  return { arm, cancel };
+}"""
+_paint_scheduler: Any = None
+
+
+def paint_scheduler(flush: Any, fallback_ms: int) -> Any:
+    """``{arm, cancel}``: ``arm()`` has ``flush`` (a proxy) called once, at the next animation
+    frame or after ``fallback_ms``, whichever is first; more ``arm()`` calls until then change
+    nothing; ``cancel()`` calls it off."""
+    global _paint_scheduler
+    if _paint_scheduler is None:
+        _paint_scheduler = _js_function(_PAINT_SCHEDULER_JS)
+    return _paint_scheduler(flush, fallback_ms)
+
+
+def _js_function(source: str) -> Any:
+    from pyodide.code import run_js
+
+    return run_js(source)

@@ -11,7 +11,7 @@ from typing import Any
 
 import js
 
-from .jsutil import ProxyOwner
+from .jsutil import ProxyOwner, paint_scheduler
 
 DEFAULT_MAX_PENDING_CHARS = 64 * 1024
 MAX_NODES_SINCE_MARK = 4096  # text nodes a rollback can take back; past it the mark is lost
@@ -54,9 +54,8 @@ class TokenRenderer:
         self._drained = asyncio.Event()
         self._drained.set()
         self._owner = ProxyOwner()
-        self._flush_proxy = self._owner.proxy(self._flush)
-        self._raf_id: Any = None
-        self._timer_id: Any = None
+        self._paint = paint_scheduler(self._owner.proxy(self._flush), FALLBACK_FLUSH_MS)
+        self._arm_paint = self._paint.arm  # (kept: one crossing per paint, not two)
         self._mark: int | None = 0  # where a rollback returns to (None: too far back to return)
         self._since_mark: list[tuple[Any, int]] = []  # (text node, chars) appended since the mark
         self.rolled_back_chars = 0
@@ -111,15 +110,12 @@ class TokenRenderer:
         if self._scheduled:
             return
         self._scheduled = True
-        self._raf_id = js.requestAnimationFrame(self._flush_proxy)
-        self._timer_id = js.setTimeout(self._flush_proxy, FALLBACK_FLUSH_MS)
+        self._arm_paint()
 
-    def _flush(self, *_: Any) -> None:
+    def _flush(self, *_: Any) -> None:  # the paint scheduler's: a frame, or the fallback timer
         if not self._scheduled:
             return
         self._scheduled = False
-        js.cancelAnimationFrame(self._raf_id)
-        js.clearTimeout(self._timer_id)
         self.flush_now()
 
     def flush_now(self) -> None:
@@ -145,8 +141,7 @@ class TokenRenderer:
     def close(self) -> None:
         if self._scheduled:
             self._scheduled = False
-            js.cancelAnimationFrame(self._raf_id)
-            js.clearTimeout(self._timer_id)
+            self._paint.cancel()
         self.flush_now()
         self._owner.close()
 
