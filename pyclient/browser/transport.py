@@ -248,6 +248,16 @@ class ClassicWebSocketTransport:
         self.early = False  # adopted a socket the page opened while Python booted
         self.last_arrival = 0.0  # when JavaScript last handed over a batch (the socket is alive)
         self.arrive_error: str | None = None
+        # The synchronous path (_arrive): the client, the pump parked on an empty queue, and
+        # what a batch taken directly still holds (counted in queued_bytes like the queue).
+        self._consume: Consume | None = None
+        self._parked = False
+        self._handed: Any = None  # a wait the direct path left for the pump
+        self._spilled = False
+        self._batch_messages: list[Any] = []
+        self._taken = 0
+        self._direct_bytes = 0
+        self.direct_batches = 0
 
     async def open(self, url: str, protocols: list[str], early: Any = None) -> None:
         """``early``: the same socket, opened while Python booted (js/early.js): adopted, with
@@ -286,18 +296,60 @@ class ClassicWebSocketTransport:
         self.protocol = ws.protocol or ""
 
     def _arrive(self, layout: Any, data: Any, texts: Any) -> None:
-        """A batch from JavaScript: into the bounded queue (the oldest audio goes when full).
-        Never raises (JavaScript would stop handing over): a failure closes the socket (4001)."""
+        """A batch from JavaScript. While the client keeps up (the pump waits on an empty
+        queue), the client takes it now, with no asyncio hop; what it cannot take yet, and
+        every batch while it is busy, goes into the bounded queue (the oldest audio goes when
+        full). Never raises (JavaScript would stop handing over): a failure closes the socket
+        (4001)."""
+        self.last_arrival = time.monotonic()
+        consume = self._consume
         try:
-            # Each message its own storage: a dropped one must free its bytes, not keep its batch.
-            messages, _ = unpack_batch(layout, data, texts, own=True)
-            self.queue.push_all(messages)  # classified only if the queue must make room
-            self.text_messages += int(texts.length)
+            if consume is not None and self._parked and not len(self.queue) and self._handed is None:
+                # Read where they lie in the batch: nothing outlives the call but what a wait
+                # leaves, and that is copied into the queue (_direct).
+                messages, nbytes = unpack_batch(layout, data, texts)
+                self.text_messages += int(texts.length)
+                self.direct_batches += 1
+                self._spilled, self._taken = False, 0
+                self._batch_messages, self._direct_bytes = messages, nbytes
+                waiting = consume(self._direct(messages), 0)
+                if waiting is None:
+                    self._batch_messages = []
+                    return
+                self._spill()  # (the client took what it could; the rest waits in the queue)
+                self._handed = waiting
+            else:
+                # Each message its own storage: a dropped one must free its bytes, not keep its batch.
+                messages, _ = unpack_batch(layout, data, texts, own=True)
+                self.queue.push_all(messages)  # classified only if the queue must make room
+                self.text_messages += int(texts.length)
         except Exception as exc:
             self.arrive_error = f"{type(exc).__name__}: {exc}"
+            self._direct_bytes = 0
             self.close(4001, "client failed to queue a message")
-        self.last_arrival = time.monotonic()
+        self._parked = False
         self._arrived.set()
+
+    def _direct(self, messages: list[Any]) -> Any:
+        """A batch's messages in order, then (once ``_spill`` moved the rest into the queue)
+        the queue's, for as long as the client reads."""
+        for message in messages:
+            if self._spilled:
+                break
+            self._taken += 1
+            self._direct_bytes -= len(message)
+            yield message
+        if self._spilled:
+            yield from self.queue.popping()
+
+    def _spill(self) -> None:
+        """What the client has not read of a batch taken directly goes into the queue, each
+        message with storage of its own (it may be dropped there), ahead of what comes next."""
+        rest = self._batch_messages[self._taken :]
+        self._batch_messages = []
+        self._spilled = True
+        self._direct_bytes = 0
+        self.queue.push_all([m if isinstance(m, str) else m.bytes_at(0, len(m)) for m in rest])
 
     def start(self, consume: Consume, owner: ProxyOwner) -> asyncio.Future:
         """Hand the queued messages to ``consume`` until the socket closed and the queue is
@@ -305,10 +357,17 @@ class ClassicWebSocketTransport:
         return asyncio.ensure_future(self._pump(consume))
 
     async def _pump(self, consume: Consume) -> None:
+        self._consume = consume
         while True:
-            while not len(self.queue) and not self._ended:
+            while not len(self.queue) and not self._ended and self._handed is None:
                 self._arrived.clear()
+                self._parked = True  # batches that arrive now go straight to the client (_arrive)
                 await self._arrived.wait()
+            self._parked = False
+            if self._handed is not None:  # a batch taken directly waits for room: so does the pump
+                handed, self._handed = self._handed, None
+                await handed
+                continue
             if not len(self.queue):
                 return
             # Taken one by one as the client gets to them: a message still queued can be
@@ -362,6 +421,7 @@ class ClassicWebSocketTransport:
     def receive_stats(self) -> dict[str, Any]:
         st = self.queue.stats() | batch_stats(self._batcher)
         st["text_messages"] = self.text_messages
+        st["direct_batches"] = self.direct_batches  # taken by the client at once, not queued first
         st["buffered_amount_max"] = self.buffered_amount_max
         st["early_socket"] = self.early
         if self.arrive_error:
@@ -370,7 +430,7 @@ class ClassicWebSocketTransport:
 
     def queued_bytes(self, in_js: bool = True) -> int:
         pending = int(self._batcher.pendingBytes) if in_js and self._batcher is not None else 0
-        return self.queue.bytes + pending
+        return self.queue.bytes + self._direct_bytes + pending
 
     def dispose(self) -> None:
         ws = self._ws

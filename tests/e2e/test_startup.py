@@ -129,3 +129,18 @@ def test_the_pyscript_page_imports_the_bytecode_too(page: Page, server: Server, 
     got = page.evaluate("pyclientBytecode")
     assert got["modules"] >= 20 and got["from_bytecode"] == got["modules"], got
     watch.assert_clean()
+
+
+def test_classic_batches_go_straight_to_a_client_that_keeps_up(page: Page, server: Server, watch: Watch) -> None:
+    # Tokens paced over a second: the client is idle when most batches come, so it takes them
+    # as JavaScript hands them over (no asyncio hop, no queue); the tool call's wait leaves
+    # the rest of its batch to the queue. Nothing lost, nothing out of order either way.
+    s, conns = run_lean(page, server, transport="websocket", early=0, tokens=200, burst=1)
+    assert s["state"] == "closed" and s["transport"] == "websocket", s
+    assert s["receive"]["direct_batches"] >= 1, s["receive"]
+    server_side = server.wait_closed(conns[0]["id"])
+    text = page.evaluate("document.getElementById('transcript').textContent")
+    assert hashlib.sha256(text.encode()).hexdigest() == server_side["text_sha256"]
+    assert server_side["tool_results_received"] == server_side["tool_calls_sent"] >= 1
+    assert s["seq_gaps"] == 0 and s["malformed"] == 0
+    watch.assert_clean()
