@@ -16,7 +16,8 @@ attribute: polling pyclient's ``stats()`` would add Python work of the bench's o
 * stalls: a 10 ms timer that fired more than 50 ms late, in every browser (Firefox has no
   long-task entries and no CDP).
 
-Writes docs/benchmarks/mainthread.{json,md,png}.
+``--pyprofile``: one more pyclient session per transport under ``cProfile`` (its top entries go
+in the doc). Writes docs/benchmarks/mainthread.{json,md,png}.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from .pagetools import (
     median,
     page_url,
     pyplot,
+    pyprofile_block,
+    pyprofile_run,
     write_results,
 )
 
@@ -58,12 +61,20 @@ def run_one(page: Any, url: str, cdp: Any | None) -> dict[str, Any]:
     after = metrics(cdp) if cdp else None
     s = page.evaluate("pyclientStats()")
     dom = page.evaluate("window.__dom")
-    out: dict[str, Any] = {"state": s["state"], "messages": s["messages_in"]}
+    r = s.get("receive") or {}
+    out: dict[str, Any] = {
+        "state": s["state"],
+        "messages": s["messages_in"],
+        "batches": r.get("batches_taken"),  # batches the client took (a call into its receive path each)
+        "handling_ms": r.get("handling_ms"),  # pyclient's own clock: the receive path's Python
+    }
     if before and after:
         wall = after["Timestamp"] - before["Timestamp"]
         out["wall_s"] = wall
         out["script_share"] = (after["ScriptDuration"] - before["ScriptDuration"]) / wall
         out["task_share"] = (after["TaskDuration"] - before["TaskDuration"]) / wall
+        if out["handling_ms"] is not None:
+            out["handling_share"] = out["handling_ms"] / 1000 / wall  # (from the first message on)
     long_tasks = dom["longTasks"]
     out["long_tasks"] = None if long_tasks is None else [t for t in long_tasks if t[0] >= start_ms]
     out["stalls"] = [t for t in dom["stalls"] if t[0] >= start_ms]
@@ -78,11 +89,15 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument(
+        "--pyprofile", action="store_true", help="one more pyclient session per transport under cProfile (in the doc)"
+    )
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     query = {"scenario": "voice", "seconds": args.seconds, "tps": 200}
     rows: list[dict[str, Any]] = []
     versions: dict[str, str] = {}
+    pyprofiles: dict[str, str] = {}
     server = start_server()
     try:
         with sync_playwright() as p:
@@ -106,6 +121,10 @@ def main(argv: list[str]) -> int:
                             "client": client,
                             "script_share": median([r.get("script_share") for r in runs]),
                             "task_share": median([r.get("task_share") for r in runs]),
+                            "handling_share": median([r.get("handling_share") for r in runs]),
+                            "messages_per_batch": median(
+                                [r["messages"] / r["batches"] for r in runs if r.get("batches")]
+                            ),
                             "long_tasks": None
                             if any(r["long_tasks"] is None for r in runs)
                             else sum(len(r["long_tasks"]) for r in runs),
@@ -115,9 +134,14 @@ def main(argv: list[str]) -> int:
                             "runs": runs,
                         }
                     )
+                if args.pyprofile:
+                    print(f"{browser_name} / {transport} / pyclient under cProfile ...", flush=True)
+                    url = page_url(server.url, CLIENTS[1][1], "pyclient", {**query, "transport": transport})
+                    pyprofiles[f"{browser_name} / {transport}"] = pyprofile_run(page, url)
     finally:
         server.stop()
-    write_results(args.out, "mainthread", report(rows, versions, args), {"versions": versions, "rows": rows}, args)
+    results = {"versions": versions, "rows": rows, "pyprofiles": pyprofiles}
+    write_results(args.out, "mainthread", report(rows, pyprofiles, versions, args), results, args)
     plot(args.out / "mainthread.png", rows)
     return 0
 
@@ -147,7 +171,9 @@ def plot(path: Path, rows: list[dict[str, Any]]) -> None:
     plt.close(fig)
 
 
-def report(rows: list[dict[str, Any]], versions: dict[str, str], args: argparse.Namespace) -> str:
+def report(
+    rows: list[dict[str, Any]], pyprofiles: dict[str, str], versions: dict[str, str], args: argparse.Namespace
+) -> str:
     def share(v: float | None) -> str:
         return "n/a" if v is None else f"{v:.1%}"
 
@@ -169,14 +195,39 @@ def report(rows: list[dict[str, Any]], versions: dict[str, str], args: argparse.
         "",
         machine(versions),
         "",
-        "| browser | transport | client | script time | all tasks | long tasks > 50 ms | stalls > 50 ms |",
-        "|---|---|---|---|---|---|---|",
+        "| browser | transport | client | script time | all tasks | long tasks > 50 ms | stalls > 50 ms "
+        "| receive path (Python) | messages per batch |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        per_batch = r.get("messages_per_batch")
         lines.append(
             f"| {r['browser']} | {r['transport']} | {r['client']} | {share(r['script_share'])} | "
             f"{share(r['task_share'])} | {count(r['long_tasks'], r['longest_task_ms'])} | "
-            f"{count(r['stalls'], r['longest_stall_ms'])} |"
+            f"{count(r['stalls'], r['longest_stall_ms'])} | {share(r.get('handling_share'))} | "
+            f"{'n/a' if per_batch is None else f'{per_batch:.2f}'} |"
         )
-    lines += ["", f"Reproduce: `./dev bench mainthread --seconds {args.seconds:g} --runs {args.runs}`", ""]
+    lines += [
+        "",
+        "Receive path: the time pyclient's own clock puts in handling received batches (parse, route, "
+        "the sinks' synchronous part) over the same wall time (Chromium); the rest of its script time is the "
+        "crossings into Python, asyncio, the renderer's frames, the audio ring and timers.",
+    ]
+    for config, text in pyprofiles.items():
+        lines += [
+            "",
+            f"## Where pyclient's Python time goes at voice load: {config} (cProfile in the page)",
+            "",
+            "One more session under Python's `cProfile` (`web/lab/pyclient.html?pyprofile=1`), by self time; "
+            "the profiler slows every call, so read the ranking, not the totals.",
+            "",
+            *pyprofile_block(text, 20),
+        ]
+    lines += [
+        "",
+        f"Reproduce: `./dev bench mainthread --seconds {args.seconds:g} --runs {args.runs}"
+        + (" --pyprofile" if args.pyprofile else "")
+        + "`",
+        "",
+    ]
     return "\n".join(lines)

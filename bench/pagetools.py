@@ -77,6 +77,26 @@ def run_session(page: Any, url: str) -> dict[str, Any]:
     return page.evaluate("pyclientStats()")
 
 
+def pyprofile_run(page: Any, url: str) -> str:
+    """One session of ``url`` with ``pyprofile=1`` (``web/lab/pyclient_lab.py``): the page's
+    ``cProfile`` table, by self time."""
+    run_session(page, url + "&pyprofile=1")
+    try:
+        page.wait_for_function("window.pyclientProfile !== undefined", timeout=60_000)
+    except Exception as exc:
+        st = page.evaluate("[pyclientStats().state, pyclientStats().error]")
+        raise RuntimeError(f"no profile 60 s after the session ended ({st})") from exc
+    return str(page.evaluate("window.pyclientProfile"))
+
+
+def pyprofile_block(text: str, rows: int = 16) -> list[str]:
+    """The head of a ``pyprofile_run`` table as a markdown code block, paths shortened."""
+    short = text.replace("/home/pyodide/", "").replace("/lib/python314.zip/", "")
+    table = [line for line in short.splitlines() if line.strip()]
+    start = next((i for i, line in enumerate(table) if line.lstrip().startswith("ncalls")), 0)
+    return ["```", *table[:1], *table[start : start + rows], "```"]
+
+
 def clock_offset_ms(page: Any, rounds: int = 15) -> dict[str, float]:
     """The server's wall clock minus the page's, from ``rounds`` fetches of ``/clock``: the
     round trip with the smallest delay gives the estimate (NTP's rule); its half-delay is the

@@ -44,6 +44,8 @@ from .pagetools import (
     median,
     page_url,
     pyplot,
+    pyprofile_block,
+    pyprofile_run,
     ratio,
     run_session,
     write_results,
@@ -119,14 +121,8 @@ def main(argv: list[str]) -> int:
                         profiles[protocol] = profile_run(page, url)
                     if args.pyprofile and browser_name == "firefox":
                         print(f"{protocol} / firefox / websocket / pyclient under cProfile ...", flush=True)
-                        q = {**scenario, "transport": transport, "pyprofile": 1}
-                        run_session(page, page_url(server.url, CLIENTS[1][1], protocol, q))
-                        try:
-                            page.wait_for_function("window.pyclientProfile !== undefined", timeout=60_000)
-                        except Exception as exc:
-                            st = page.evaluate("[pyclientStats().state, pyclientStats().error]")
-                            raise RuntimeError(f"{protocol}: no profile 60 s after the session ended ({st})") from exc
-                        pyprofiles[protocol] = page.evaluate("window.pyclientProfile")
+                        q = {**scenario, "transport": transport}
+                        pyprofiles[protocol] = pyprofile_run(page, page_url(server.url, CLIENTS[1][1], protocol, q))
     finally:
         server.stop()
     results = {"versions": versions, "rows": rows, "profiles": profiles, "pyprofiles": pyprofiles}
@@ -188,12 +184,6 @@ def report(
         for p in profile[:12]:
             lines.append(f"| `{p['function'][:70]}` | {p['self_ms']:,.0f} | {p['self_ms'] / total:.1%} |")
     for protocol, text in pyprofiles.items():
-        table = [
-            line.replace("/home/pyodide/", "").replace("/lib/python314.zip/", "")
-            for line in text.splitlines()
-            if line.strip()
-        ]
-        start = next((i for i, line in enumerate(table) if line.lstrip().startswith("ncalls")), 0)
         lines += [
             "",
             f"## Where pyclient's Python time goes: {protocol} (Firefox, classic WebSocket, cProfile in the page)",
@@ -201,10 +191,7 @@ def report(
             "One more session under Python's `cProfile` (`web/lab/pyclient.html?pyprofile=1`), by self time; "
             "the profiler slows every call, so read the ranking, not the totals.",
             "",
-            "```",
-            *table[:1],
-            *table[start : start + 16],
-            "```",
+            *pyprofile_block(text),
         ]
     lines += [
         "",
