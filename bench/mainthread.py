@@ -40,8 +40,8 @@ from .pagetools import (
     median,
     page_url,
     pyplot,
-    pyprofile_block,
     pyprofile_run,
+    pyprofile_section,
     write_results,
 )
 
@@ -214,15 +214,8 @@ def report(
         "crossings into Python, asyncio, the renderer's frames, the audio ring and timers.",
     ]
     for config, text in pyprofiles.items():
-        lines += [
-            "",
-            f"## Where pyclient's Python time goes at voice load: {config} (cProfile in the page)",
-            "",
-            "One more session under Python's `cProfile` (`web/lab/pyclient.html?pyprofile=1`), by self time; "
-            "the profiler slows every call, so read the ranking, not the totals.",
-            "",
-            *pyprofile_block(text, 20),
-        ]
+        title = f"Where pyclient's Python time goes at voice load: {config} (cProfile in the page)"
+        lines += pyprofile_section(title, text, 20)
     lines += [
         "",
         f"Reproduce: `./dev bench mainthread --seconds {args.seconds:g} --runs {args.runs}"

@@ -89,12 +89,23 @@ def pyprofile_run(page: Any, url: str) -> str:
     return str(page.evaluate("window.pyclientProfile"))
 
 
-def pyprofile_block(text: str, rows: int = 16) -> list[str]:
-    """The head of a ``pyprofile_run`` table as a markdown code block, paths shortened."""
+def pyprofile_section(title: str, text: str, rows: int = 16) -> list[str]:
+    """A ``pyprofile_run`` table's head as a markdown section (paths shortened)."""
     short = text.replace("/home/pyodide/", "").replace("/lib/python314.zip/", "")
     table = [line for line in short.splitlines() if line.strip()]
     start = next((i for i, line in enumerate(table) if line.lstrip().startswith("ncalls")), 0)
-    return ["```", *table[:1], *table[start : start + rows], "```"]
+    return [
+        "",
+        f"## {title}",
+        "",
+        "One more session under Python's `cProfile` (`web/lab/pyclient.html?pyprofile=1`), by self time; "
+        "the profiler slows every call (calls into JavaScript most), so read the ranking, not the totals.",
+        "",
+        "```",
+        *table[:1],
+        *table[start : start + rows],
+        "```",
+    ]
 
 
 def clock_offset_ms(page: Any, rounds: int = 15) -> dict[str, float]:

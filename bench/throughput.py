@@ -44,8 +44,8 @@ from .pagetools import (
     median,
     page_url,
     pyplot,
-    pyprofile_block,
     pyprofile_run,
+    pyprofile_section,
     ratio,
     run_session,
     write_results,
@@ -184,15 +184,8 @@ def report(
         for p in profile[:12]:
             lines.append(f"| `{p['function'][:70]}` | {p['self_ms']:,.0f} | {p['self_ms'] / total:.1%} |")
     for protocol, text in pyprofiles.items():
-        lines += [
-            "",
-            f"## Where pyclient's Python time goes: {protocol} (Firefox, classic WebSocket, cProfile in the page)",
-            "",
-            "One more session under Python's `cProfile` (`web/lab/pyclient.html?pyprofile=1`), by self time; "
-            "the profiler slows every call, so read the ranking, not the totals.",
-            "",
-            *pyprofile_block(text),
-        ]
+        title = f"Where pyclient's Python time goes: {protocol} (Firefox, classic WebSocket, cProfile in the page)"
+        lines += pyprofile_section(title, text)
     lines += [
         "",
         "Both clients rendered the same text in every run (characters: the reference counts UTF-16 code units, "

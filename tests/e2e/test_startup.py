@@ -33,6 +33,16 @@ def run_lean(page: Page, server: Server, **query: object) -> tuple[dict, list[di
     return s, conns
 
 
+def assert_whole(page: Page, server: Server, s: dict, conn: dict) -> None:
+    """The session's text in the page is what the server sent, every tool call was answered,
+    no frame is missing or malformed."""
+    server_side = server.wait_closed(conn["id"])
+    text = page.evaluate("document.getElementById('transcript').textContent")
+    assert hashlib.sha256(text.encode()).hexdigest() == server_side["text_sha256"]
+    assert server_side["tool_results_received"] == server_side["tool_calls_sent"] >= 1
+    assert s["seq_gaps"] == 0 and s["malformed"] == 0
+
+
 @pytest.mark.parametrize("transport", ["auto", "websocket"])
 def test_the_socket_opened_during_boot_is_adopted(
     page: Page, server: Server, watch: Watch, transport: str, browser_name: str
@@ -44,11 +54,7 @@ def test_the_socket_opened_during_boot_is_adopted(
     assert s["state"] == "closed", s
     assert s["receive"]["early_socket"] is True
     assert len(conns) == 1, conns
-    server_side = server.wait_closed(conns[0]["id"])
-    text = page.evaluate("document.getElementById('transcript').textContent")
-    assert hashlib.sha256(text.encode()).hexdigest() == server_side["text_sha256"]
-    assert server_side["tool_results_received"] == server_side["tool_calls_sent"] >= 1
-    assert s["seq_gaps"] == 0 and s["malformed"] == 0
+    assert_whole(page, server, s, conns[0])
     watch.assert_clean()
 
 
@@ -138,9 +144,5 @@ def test_classic_batches_go_straight_to_a_client_that_keeps_up(page: Page, serve
     s, conns = run_lean(page, server, transport="websocket", early=0, tokens=200, burst=1)
     assert s["state"] == "closed" and s["transport"] == "websocket", s
     assert s["receive"]["direct_batches"] >= 1, s["receive"]
-    server_side = server.wait_closed(conns[0]["id"])
-    text = page.evaluate("document.getElementById('transcript').textContent")
-    assert hashlib.sha256(text.encode()).hexdigest() == server_side["text_sha256"]
-    assert server_side["tool_results_received"] == server_side["tool_calls_sent"] >= 1
-    assert s["seq_gaps"] == 0 and s["malformed"] == 0
+    assert_whole(page, server, s, conns[0])
     watch.assert_clean()
